@@ -1,0 +1,5 @@
+import sys
+
+from OncoSegLib.cli import main
+
+sys.exit(main())
