@@ -1,0 +1,1049 @@
+"""OncoSeg: SAM3 + LoRA segmentation of tumours and organs in 3D Slicer (points, boxes, scribbles, text, propagation).
+
+Thin glue only: every decision lives in ``OncoSegLib.slicer_support`` (pure Python, tested with pytest). This file
+reads nodes into numpy, hands work to the single model worker thread, and writes results back into MRML on the
+main thread.
+"""
+
+import importlib.metadata
+import logging
+import os
+import sys
+from typing import Annotated
+
+import numpy as np
+
+import ctk
+import qt
+import slicer
+import vtk
+import vtk.util.numpy_support
+from slicer import (vtkMRMLMarkupsCurveNode, vtkMRMLMarkupsFiducialNode, vtkMRMLMarkupsROINode,
+                    vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode)
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+
+def _ensureOncoSegLib():
+    """Make OncoSegLib importable: installed beside this file, or in the clone root ("Add module path")."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (here, os.path.dirname(here)):
+        if os.path.isdir(os.path.join(candidate, "OncoSegLib")) and candidate not in sys.path:
+            sys.path.insert(0, candidate)
+            break
+
+
+_ensureOncoSegLib()
+
+from OncoSegLib.errors import Cancelled, OncoSegError  # noqa: E402
+from OncoSegLib.slicer_support import core as oncoCore  # noqa: E402
+from OncoSegLib.slicer_support import dependencies as oncoDeps  # noqa: E402
+from OncoSegLib.slicer_support import geometry as oncoGeometry  # noqa: E402
+from OncoSegLib.slicer_support import merge as oncoMerge  # noqa: E402
+from OncoSegLib.slicer_support import params as oncoParams  # noqa: E402
+from OncoSegLib.slicer_support import prompts as oncoPrompts  # noqa: E402
+from OncoSegLib.slicer_support.worker import ModelWorker  # noqa: E402
+
+MODULE_NAME = "OncoSeg"
+
+
+#
+# OncoSeg
+#
+
+
+class OncoSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("OncoSeg")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []  # PyTorch and SlicerRT are optional at load time, checked on use
+        self.parent.contributors = ["OncoSeg developers"]
+        self.parent.helpText = _("""
+Segment tumours and organs with SAM3 + LoRA adapters: click points (+/-), draw a box or a scribble, or type what to
+find ("liver tumor"), then propagate through the volume. Export RTSTRUCT, DICOM SEG or NIfTI.
+See <a href="https://github.com/oncoseg/OncoSeg/blob/main/docs/slicer.md">the module documentation</a>.
+""")
+        self.parent.acknowledgementText = _("""
+Built on Meta's SAM 3 (Hugging Face transformers), Onco-Seg LoRA adapters, SlicerRT and the PyTorch extension.
+""")
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class OncoSegParameterNode:
+    """Settings, node selections and prompts, saved with the scene.
+
+    promptsJson - the last applied prompts in voxel coordinates (restores the session after a scene reload).
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    positivePoints: vtkMRMLMarkupsFiducialNode
+    negativePoints: vtkMRMLMarkupsFiducialNode
+    boxROI: vtkMRMLMarkupsROINode
+    scribble: vtkMRMLMarkupsCurveNode
+    segmentName: str = "Segment_1"
+    textPrompt: str = ""
+    modality: Annotated[str, Choice(list(oncoParams.MODALITY_CHOICES))] = "auto"
+    model: str = "latest"
+    device: Annotated[str, Choice(list(oncoParams.DEVICE_CHOICES))] = "auto"
+    propagateDirection: Annotated[str, Choice(list(oncoParams.DIRECTION_CHOICES))] = "both"
+    propagateMethod: Annotated[str, Choice(list(oncoParams.METHOD_CHOICES))] = "memory"
+    overwritePolicy: Annotated[str, Choice(list(oncoParams.OVERWRITE_CHOICES))] = "protect"
+    promptAxis: Annotated[str, Choice(list(oncoParams.AXIS_CHOICES))] = "auto"
+    lowConfidence: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    autoRun: bool = True
+    promptsJson: str = ""
+
+
+#
+# Shared engine: one model, one worker thread for the whole application (widget and console share them)
+#
+
+_ENGINE = {}
+
+
+def sharedEngine():
+    """(core, worker) shared by every OncoSegLogic: the model is loaded once, all model work runs on one thread."""
+    if not _ENGINE:
+        _ENGINE["core"] = oncoCore.OncoSegCore()
+        _ENGINE["worker"] = ModelWorker("OncoSeg-model")
+    return _ENGINE["core"], _ENGINE["worker"]
+
+
+#
+# OncoSegWidget
+#
+
+
+class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._observedMarkups = []
+        self._pollTimer = None
+        self._modalityGuess = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/OncoSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = OncoSegLogic()
+
+        # worker events are delivered on the main thread by this timer (the UI never waits on the model)
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(30)
+        self._pollTimer.connect("timeout()", self.onPoll)
+        self._pollTimer.start()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.modelComboBox.addItems(self.logic.modelNames())
+        self.ui.modelComboBox.connect("currentTextChanged(QString)", self.onModelTextChanged)
+        self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModel)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.browseModelButton.connect("clicked(bool)", self.onBrowseModel)
+        self.ui.installButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.textButton.connect("clicked(bool)", self.onSegmentText)
+        self.ui.propagateButton.connect("clicked(bool)", self.onPropagate)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+        self.ui.clearPromptsButton.connect("clicked(bool)", self.onClearPrompts)
+        self.ui.exportRTButton.connect("clicked(bool)", self.onExportRTStruct)
+        self.ui.exportSEGButton.connect("clicked(bool)", self.onExportSEG)
+        self.ui.exportNIfTIButton.connect("clicked(bool)", self.onExportNIfTI)
+        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputVolumeChanged)
+
+        self.ui.measurementsTable.setColumnCount(len(oncoCore.MEASUREMENT_COLUMNS))
+        self.ui.measurementsTable.setHorizontalHeaderLabels(list(oncoCore.MEASUREMENT_COLUMNS))
+        self.ui.progressBar.setVisible(False)
+        self.ui.cancelButton.enabled = False
+
+        self.initializeParameterNode()
+        self.updateDependencyStatus()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # ----- parameter node -----
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        p = self._parameterNode
+        if not p.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                p.inputVolume = firstVolumeNode
+        self.logic.ensurePromptNodes(p)
+        self.ui.positivePlaceWidget.setCurrentNode(p.positivePoints)
+        self.ui.negativePlaceWidget.setCurrentNode(p.negativePoints)
+        self.ui.boxPlaceWidget.setCurrentNode(p.boxROI)
+        self.ui.scribblePlaceWidget.setCurrentNode(p.scribble)
+        self.observePromptNodes()
+        self.ui.modelComboBox.setCurrentText(p.model)
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+            self.updateButtons()
+
+    def observePromptNodes(self) -> None:
+        for node in self._observedMarkups:
+            self.removeObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPromptPlaced)
+        self._observedMarkups = []
+        p = self._parameterNode
+        for node in (p.positivePoints, p.negativePoints, p.boxROI, p.scribble):
+            if node:
+                self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPromptPlaced)
+                self._observedMarkups.append(node)
+
+    def updateButtons(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        ready = bool(p and p.inputVolume)
+        busy = self.logic.worker.busy
+        for button in (self.ui.segmentButton, self.ui.textButton, self.ui.propagateButton):
+            button.enabled = ready and not busy
+        self.ui.cancelButton.enabled = busy
+        self.ui.undoButton.enabled = self.logic.canUndo()
+
+    # ----- worker events -----
+    def onPoll(self) -> None:
+        try:
+            self.logic.worker.poll()
+        except Exception as e:  # a failing callback must not stop the timer
+            logging.exception("OncoSeg callback failed")
+            self.showError(e)
+        self.updateButtons()
+
+    def showError(self, error) -> None:
+        self.setBusy(False)
+        message = str(error) if isinstance(error, OncoSegError) else _("Unexpected error: {error}").format(error=error)
+        self.ui.statusLabel.text = message
+        if not isinstance(error, Cancelled):
+            slicer.util.errorDisplay(message, windowTitle=_("OncoSeg"))
+
+    def setBusy(self, busy, message="") -> None:
+        self.ui.progressBar.setVisible(busy)
+        if busy:
+            self.ui.progressBar.setRange(0, 0)  # busy indicator until the first progress report
+        if message:
+            self.ui.statusLabel.text = message
+        self.updateButtons()
+
+    def onProgress(self, done, total, message) -> None:
+        self.ui.progressBar.setRange(0, max(1, total))
+        self.ui.progressBar.setValue(done)
+        if message:
+            self.ui.statusLabel.text = message
+
+    # ----- inputs -----
+    def onInputVolumeChanged(self, node) -> None:
+        self._modalityGuess = None
+        if node is None:
+            self.ui.modalityReasonLabel.text = ""
+            return
+        guess = self.logic.detectModality(node)
+        self._modalityGuess = guess
+        self.ui.modalityReasonLabel.text = oncoParams.modality_status(
+            self._parameterNode.modality if self._parameterNode else "auto",
+            guess.modality if guess else None, guess.confidence if guess else None, guess.reason if guess else None)
+
+    def onPromptPlaced(self, caller, event) -> None:
+        """Record the slice axis of the view the point was placed in; auto-run for point prompts."""
+        n = caller.GetNumberOfControlPoints() - 1
+        if n >= 0 and not caller.GetNthControlPointDescription(n):
+            caller.SetNthControlPointDescription(n, self.logic.axisUnderCursor(self._parameterNode))
+        isPoint = caller in (self._parameterNode.positivePoints, self._parameterNode.negativePoints)
+        if isPoint and self._parameterNode.autoRun:
+            self.runPrompts(interactive=True)
+
+    # ----- model -----
+    def onModelTextChanged(self, text) -> None:
+        if self._parameterNode and text:
+            self._parameterNode.model = text
+
+    def onBrowseModel(self) -> None:
+        path = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Model folder"))
+        if path:
+            self.ui.modelComboBox.setCurrentText(path)
+
+    def onImportModel(self) -> None:
+        path = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Import model folder (offline sites)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to import the model."), waitCursor=True):
+            name = self.logic.importModel(path)
+            self.ui.modelComboBox.addItem(name)
+            self.ui.modelComboBox.setCurrentText(name)
+            self.ui.modelStatusLabel.text = _("Imported model {name}").format(name=name)
+
+    def onLoadModel(self) -> None:
+        if not self.ensureDependencies():
+            return
+        p = self._parameterNode
+        self.setBusy(True, _("Loading model {model} (downloads on first use)...").format(model=p.model))
+        self.logic.submitLoadModel(p.model, p.device, onDone=self.onModelLoaded, onError=self.showError,
+                                   onProgress=self.onProgress)
+
+    def onModelLoaded(self, status) -> None:
+        self.setBusy(False)
+        self.ui.modelStatusLabel.text = status
+
+    # ----- dependencies -----
+    def updateDependencyStatus(self) -> None:
+        plan = self.logic.dependencyPlan()
+        self.ui.dependencyLabel.text = (_("All dependencies installed") if plan.nothing_to_do
+                                        else _("Dependencies missing: press Install"))
+        self.ui.dependencyLabel.toolTip = plan.summary()
+
+    def ensureDependencies(self) -> bool:
+        plan = self.logic.dependencyPlan()
+        if plan.nothing_to_do:
+            return True
+        return self.onInstallDependencies()
+
+    def onInstallDependencies(self) -> bool:
+        plan = self.logic.dependencyPlan()
+        if plan.nothing_to_do:
+            slicer.util.infoDisplay(plan.summary(), windowTitle=_("OncoSeg dependencies"))
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                _("OncoSeg needs to install Python packages (this takes a few minutes):") + "\n\n" + plan.summary(),
+                windowTitle=_("OncoSeg dependencies")):
+            return False
+        with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
+            self.logic.installDependencies(plan)
+        self.updateDependencyStatus()
+        return self.logic.dependencyPlan().nothing_to_do
+
+    # ----- prompts -----
+    def runPrompts(self, interactive=False) -> None:
+        if not self.ensureDependencies():
+            return
+        p = self._parameterNode
+        try:
+            request = self.logic.promptRequest(p)
+        except OncoSegError as e:
+            self.showError(e)
+            return
+        job = self.logic.submitPrompts(request, dropIfBusy=interactive, onDone=self.onResult, onError=self.showError)
+        if job is not None:
+            self.setBusy(True, _("Segmenting {name}...").format(name=request["prompts"].object_name))
+
+    def onSegment(self) -> None:
+        self.runPrompts(interactive=False)
+
+    def onSegmentText(self) -> None:
+        if not self.ensureDependencies():
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Text prompt failed."), waitCursor=False):
+            request = self.logic.textRequest(p, p.textPrompt)
+            self.logic.submitText(request, onDone=self.onTextResults, onError=self.showError)
+            self.setBusy(True, _("Finding '{text}'...").format(text=p.textPrompt))
+
+    def onPropagate(self) -> None:
+        if not self.ensureDependencies():
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Propagation failed."), waitCursor=False):
+            request = self.logic.propagateRequest(p)
+            self.logic.submitPropagate(request, onDone=self.onResult, onError=self.showError,
+                                       onProgress=self.onProgress)
+            self.setBusy(True, _("Propagating {name}...").format(name=p.segmentName))
+
+    def onCancel(self) -> None:
+        self.logic.cancel()
+        self.ui.statusLabel.text = _("Cancelling (partial results are kept)...")
+
+    def onResult(self, result) -> None:
+        self.setBusy(False)
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Failed to write the segment."), waitCursor=True):
+            message = self.logic.writeResult(p.inputVolume, p.segmentation, result, p.overwritePolicy, parameterNode=p)
+            self.ui.statusLabel.text = message
+            self.showMeasurements([result])
+
+    def onTextResults(self, results) -> None:
+        self.setBusy(False)
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Failed to write the segments."), waitCursor=True):
+            for result in results:
+                self.logic.writeResult(p.inputVolume, p.segmentation, result, p.overwritePolicy, parameterNode=p)
+            self.showMeasurements(results)
+            self.ui.statusLabel.text = _("{n} instance(s) found").format(n=len(results))
+
+    def showMeasurements(self, results) -> None:
+        table = self.ui.measurementsTable
+        for result in results:
+            rowIndex = None
+            for r in range(table.rowCount):
+                if table.item(r, 0) and table.item(r, 0).text() == result.name:
+                    rowIndex = r
+            if rowIndex is None:
+                rowIndex = table.rowCount
+                table.setRowCount(rowIndex + 1)
+            for c, text in enumerate(result.row()):
+                item = qt.QTableWidgetItem(text)
+                if result.low:
+                    item.setBackground(qt.QColor(255, 220, 160))
+                    item.setToolTip(_("Low confidence: check this segment and add prompts"))
+                table.setItem(rowIndex, c, item)
+        if results:
+            last = results[-1]
+            conf = "?" if last.iou is None else f"{last.iou:.2f}"
+            self.ui.confidenceLabel.text = (_("Confidence {conf} - LOW, please review").format(conf=conf) if last.low
+                                            else _("Confidence {conf}").format(conf=conf))
+
+    def onUndo(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Undo failed."), waitCursor=True):
+            self.ui.statusLabel.text = self.logic.undoLastEdit(self._parameterNode.segmentation)
+        self.updateButtons()
+
+    def onClearPrompts(self) -> None:
+        self.logic.clearPrompts(self._parameterNode)
+
+    # ----- export -----
+    def _exportDirectory(self):
+        return qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export folder"))
+
+    def onExportRTStruct(self) -> None:
+        outDir = self._exportDirectory()
+        if outDir:
+            with slicer.util.tryWithErrorDisplay(_("RTSTRUCT export failed."), waitCursor=True):
+                paths = self.logic.exportRTStruct(self._parameterNode.segmentation, self._parameterNode.inputVolume, outDir)
+                self.ui.statusLabel.text = _("Exported: {paths}").format(paths=", ".join(paths))
+
+    def onExportSEG(self) -> None:
+        outDir = self._exportDirectory()
+        if outDir:
+            with slicer.util.tryWithErrorDisplay(_("DICOM SEG export failed."), waitCursor=True):
+                path = self.logic.exportSEG(self._parameterNode.segmentation, self._parameterNode.inputVolume, outDir)
+                self.ui.statusLabel.text = _("Exported: {path}").format(path=path)
+
+    def onExportNIfTI(self) -> None:
+        outDir = self._exportDirectory()
+        if outDir:
+            with slicer.util.tryWithErrorDisplay(_("NIfTI export failed."), waitCursor=True):
+                path = self.logic.exportNIfTI(self._parameterNode.segmentation, self._parameterNode.inputVolume, outDir)
+                self.ui.statusLabel.text = _("Exported: {path}").format(path=path)
+
+
+#
+# OncoSegLogic
+#
+
+
+class OncoSegLogic(ScriptedLoadableModuleLogic):
+    """Console/batch API; the widget uses the same methods. All model work runs on the shared worker thread.
+
+    Example::
+
+        logic = slicer.util.getModuleLogic("OncoSeg")  # or OncoSeg.OncoSegLogic()
+        seg = logic.segment(volumeNode, {"points_ras": [[10.0, -20.0, 35.0]]}, model="latest")
+        logic.exportRTStruct(seg, volumeNode, "/tmp/out")
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.core, self.worker = sharedEngine()
+        self.undoStack = oncoMerge.UndoStack()
+        self._undoSegmentation = None
+
+    def getParameterNode(self):
+        return OncoSegParameterNode(super().getParameterNode())
+
+    # ----- models and dependencies -----
+    def modelNames(self):
+        try:
+            from OncoSegLib.models.registry import list_models
+
+            return [row["name"] for row in list_models()]
+        except Exception:  # registry unreadable: still offer the default
+            return ["latest"]
+
+    def importModel(self, path, name=None):
+        from OncoSegLib.models.registry import import_model
+
+        return import_model(path, name=name).name
+
+    def installedVersions(self):
+        return {d.metadata["Name"]: d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+
+    def dependencyPlan(self):
+        constraints = os.path.join(slicer.app.temporaryPath, "OncoSeg-constraints.txt")
+        return oncoDeps.plan_install(self.installedVersions(), constraints)
+
+    def installDependencies(self, plan=None):
+        """Install torch (PyTorch extension) then the pip packages; main thread only, after the user confirmed."""
+        plan = plan or self.dependencyPlan()
+        if plan.torch_action != "ok":
+            try:
+                import PyTorchUtils
+            except ImportError as e:
+                raise OncoSegError(_("The PyTorch extension is missing"),
+                                   hint=_("install 'PyTorch' from the Extensions Manager and restart")) from e
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                                  torchVersionRequirement=plan.torch_requirement)
+            if torch is None:
+                raise OncoSegError(_("PyTorch was not installed"))
+            plan = self.dependencyPlan()  # torch now pinned in the constraints
+        if plan.pip_args:
+            with open(plan.pip_args[-1], "w", encoding="utf-8") as f:
+                f.write(plan.constraints_text)
+            slicer.util.pip_install(plan.pip_args)
+        return self.dependencyPlan()
+
+    def submitLoadModel(self, model, device="auto", onDone=None, onError=None, onProgress=None):
+        return self.worker.submit(lambda cancel, progress: self.core.load_model(model, device), kind="load",
+                                  on_done=onDone, on_error=onError, on_progress=onProgress)
+
+    # ----- geometry -----
+    def volumeGeometry(self, volumeNode):
+        """(RASToIJK 4x4, volume-to-world 4x4, shape (I, J, K)) of a volume node."""
+        rasToIjk = vtk.vtkMatrix4x4()
+        volumeNode.GetRASToIJKMatrix(rasToIjk)
+        toWorld = np.eye(4)
+        transformNode = volumeNode.GetParentTransformNode()
+        if transformNode is not None:
+            if not transformNode.IsTransformToWorldLinear():
+                raise OncoSegError(_("The input volume is under a non-linear transform"),
+                                   hint=_("harden the transform on the volume first"))
+            toWorld = slicer.util.arrayFromTransformMatrix(transformNode, toWorld=True)
+        dims = volumeNode.GetImageData().GetDimensions()
+        return slicer.util.arrayFromVTKMatrix(rasToIjk), toWorld, tuple(int(d) for d in dims)
+
+    def volumeFromNode(self, volumeNode, modality=None):
+        ijkToRas = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(ijkToRas)
+        metadata = {"node": volumeNode.GetName()}
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        tag = shNode.GetItemAttribute(shNode.GetItemByDataNode(volumeNode),
+                                      slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName())
+        return oncoCore.volume_from_slicer(slicer.util.arrayFromVolume(volumeNode).copy(),
+                                           slicer.util.arrayFromVTKMatrix(ijkToRas), modality=tag or None, metadata=metadata)
+
+    def volumeKey(self, volumeNode):
+        """Fingerprint of the volume's identity and content (node ID + modified times)."""
+        return f"{volumeNode.GetID()}:{volumeNode.GetMTime()}:{volumeNode.GetImageData().GetMTime()}"
+
+    def detectModality(self, volumeNode):
+        try:
+            from OncoSegLib.modality import detect_modality
+
+            return detect_modality(self.volumeFromNode(volumeNode))
+        except Exception as e:  # detection is advisory
+            logging.warning(f"OncoSeg: modality detection failed: {e}")
+            return None
+
+    def axisUnderCursor(self, parameterNode):
+        """Slicing axis for a new prompt: the user's choice, or the volume axis of the slice view under the mouse."""
+        if parameterNode.promptAxis != "auto" or not parameterNode.inputVolume:
+            return "axial" if parameterNode.promptAxis == "auto" else parameterNode.promptAxis
+        crosshairNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        xyz = [0.0, 0.0, 0.0]
+        sliceNode = crosshairNode.GetCursorPositionXYZ(xyz) if crosshairNode else None
+        if sliceNode is None:
+            return "axial"
+        normal = slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())[:3, 2]
+        rasToIjk, toWorld, _shape = self.volumeGeometry(parameterNode.inputVolume)
+        return oncoGeometry.axis_from_slice_normal(normal, rasToIjk, toWorld)
+
+    # ----- prompt nodes -----
+    def ensurePromptNodes(self, parameterNode):
+        """Create the markups nodes prompts are placed into (kept in the scene, so saved with it)."""
+        specs = (("positivePoints", "vtkMRMLMarkupsFiducialNode", "OncoSeg +", (0.1, 0.8, 0.1)),
+                 ("negativePoints", "vtkMRMLMarkupsFiducialNode", "OncoSeg -", (0.9, 0.1, 0.1)),
+                 ("boxROI", "vtkMRMLMarkupsROINode", "OncoSeg box", (0.9, 0.8, 0.1)),
+                 ("scribble", "vtkMRMLMarkupsCurveNode", "OncoSeg scribble", (0.1, 0.6, 0.9)))
+        for attr, className, name, color in specs:
+            if getattr(parameterNode, attr) is None:
+                node = slicer.mrmlScene.AddNewNodeByClass(className, name)
+                node.CreateDefaultDisplayNodes()
+                node.GetDisplayNode().SetSelectedColor(color)
+                setattr(parameterNode, attr, node)
+
+    def promptsFromNodes(self, parameterNode):
+        """StoredPrompts (IJK) from the prompt markups of a parameter node."""
+        p = parameterNode
+        rasToIjk, toWorld, shape = self.volumeGeometry(p.inputVolume)
+
+        def points(node):
+            if node is None or node.GetNumberOfControlPoints() == 0:
+                return None, None
+            world = slicer.util.arrayFromMarkupsControlPoints(node, world=True)
+            axes = [node.GetNthControlPointDescription(n) for n in range(node.GetNumberOfControlPoints())]
+            return world, axes
+
+        posWorld, posAxes = points(p.positivePoints)
+        negWorld, negAxes = points(p.negativePoints)
+        corners = None
+        roi = p.boxROI
+        if roi is not None and roi.GetNumberOfControlPoints() > 0:
+            center, size = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+            roi.GetCenterWorld(center)
+            roi.GetSizeWorld(size)
+            axes = slicer.util.arrayFromVTKMatrix(roi.GetObjectToWorldMatrix())
+            corners = oncoGeometry.roi_corners_world(center, size, axes)
+        scribbleWorld = None
+        if p.scribble is not None and p.scribble.GetNumberOfControlPoints() > 1:
+            scribbleWorld = slicer.util.arrayFromMarkupsCurvePoints(p.scribble, world=True)
+        defaultAxis = "axial" if p.promptAxis == "auto" else p.promptAxis
+        return oncoPrompts.prompts_from_markups(p.segmentName, rasToIjk, shape, toWorld, posWorld, posAxes, negWorld,
+                                                negAxes, corners, scribbleWorld, None, "", defaultAxis)
+
+    def clearPrompts(self, parameterNode):
+        for node in (parameterNode.positivePoints, parameterNode.negativePoints, parameterNode.boxROI,
+                     parameterNode.scribble):
+            if node is not None:
+                node.RemoveAllControlPoints()
+        parameterNode.promptsJson = ""
+        self.core.forget(parameterNode.segmentName)
+
+    # ----- jobs (main thread prepares, worker runs, main thread writes) -----
+    def _modalityFor(self, volumeNode, modality):
+        if modality and modality != "auto":
+            return modality
+        guess = self.detectModality(volumeNode)
+        return oncoParams.resolve_modality("auto", guess.modality if guess else None)
+
+    def _volumeRequest(self, volumeNode, modality, model, device):
+        if volumeNode is None:
+            raise OncoSegError(_("No input volume"), hint=_("select an input volume"))
+        return {"volume": self.volumeFromNode(volumeNode), "key": self.volumeKey(volumeNode),
+                "modality": self._modalityFor(volumeNode, modality), "model": model, "device": device}
+
+    def promptRequest(self, parameterNode):
+        p = parameterNode
+        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device)
+        prompts = self.promptsFromNodes(p)
+        if prompts.is_empty():
+            raise OncoSegError(_("No prompts placed"), hint=_("place a point, a box or a scribble first"))
+        p.promptsJson = prompts.to_json()
+        request["prompts"] = prompts
+        return request
+
+    def textRequest(self, parameterNode, text):
+        p = parameterNode
+        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device)
+        request["text"] = text
+        request["axis"] = "axial" if p.promptAxis == "auto" else p.promptAxis
+        return request
+
+    def propagateRequest(self, parameterNode):
+        p = parameterNode
+        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device)
+        request.update(name=p.segmentName, direction=p.propagateDirection, method=p.propagateMethod)
+        return request
+
+    def _prepare(self, request):
+        """Worker thread: model and session for the request's volume."""
+        self.core.load_model(request["model"], request["device"])
+        self.core.set_volume(request["volume"], request["key"], request["modality"])
+
+    def submitPrompts(self, request, dropIfBusy=False, onDone=None, onError=None):
+        def job(cancel, progress):
+            self._prepare(request)
+            return self.core.apply_prompts(request["prompts"], cancel=cancel)
+
+        return self.worker.submit(job, kind="prompt", drop_if_busy=dropIfBusy, on_done=onDone, on_error=onError)
+
+    def submitText(self, request, onDone=None, onError=None):
+        def job(cancel, progress):
+            self._prepare(request)
+            return self.core.segment_text(request["text"], axis=request["axis"], cancel=cancel)
+
+        return self.worker.submit(job, kind="text", on_done=onDone, on_error=onError)
+
+    def submitPropagate(self, request, onDone=None, onError=None, onProgress=None):
+        def job(cancel, progress):
+            self._prepare(request)
+            return self.core.propagate(request["name"], request["direction"], request["method"], progress=progress,
+                                       cancel=cancel)
+
+        return self.worker.submit(job, kind="propagate", on_done=onDone, on_error=onError, on_progress=onProgress)
+
+    def cancel(self):
+        return self.worker.cancel_all()
+
+    def _wait(self, submit, request):
+        """Console use: run a job on the worker thread and wait, keeping Slicer responsive."""
+        box = {}
+        job = submit(request, onDone=lambda r: box.update(result=r), onError=lambda e: box.update(error=e))
+        while job is not None and not job.finished.wait(0.03):
+            self.worker.poll()
+            slicer.app.processEvents()
+        self.worker.poll()
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    # ----- writing results (main thread) -----
+    def ensureSegmentation(self, volumeNode, segmentationNode=None):
+        """The output segmentation: referencing the volume's geometry and placed under the volume's study."""
+        if segmentationNode is None:
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                                  f"{volumeNode.GetName()} OncoSeg")
+            segmentationNode.CreateDefaultDisplayNodes()
+            segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        volumeItem = shNode.GetItemByDataNode(volumeNode)
+        studyItem = shNode.GetItemParent(volumeItem)
+        if studyItem and studyItem != shNode.GetSceneItemID():
+            shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), studyItem)
+        return segmentationNode
+
+    def _segmentArray(self, segmentationNode, segmentId, volumeNode):
+        return slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
+
+    def _writeRegion(self, segmentationNode, volumeNode, update):
+        """Write one RegionUpdate (values in a (k, j, i) box) into a segment, touching only that box."""
+        image = slicer.vtkOrientedImageData()
+        ijkToRas = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(ijkToRas)
+        image.SetImageToWorldMatrix(ijkToRas)
+        extent = oncoGeometry.extent_from_bbox(update.bbox)
+        image.SetExtent(*extent)
+        image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        values = vtk.util.numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+        values[:] = update.values.astype(np.uint8).ravel()
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            image, segmentationNode, update.segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE, extent)
+        if not ok:
+            raise OncoSegError(_("Could not write segment {id}").format(id=update.segment_id))
+
+    def writeResult(self, volumeNode, segmentationNode, result, overwritePolicy="protect", parameterNode=None):
+        """Write an ObjectResult into the segment of the same name (created if missing); returns a status line."""
+        segmentationNode = self.ensureSegmentation(volumeNode, segmentationNode)
+        if parameterNode is not None and parameterNode.segmentation is None:
+            parameterNode.segmentation = segmentationNode
+        segmentation = segmentationNode.GetSegmentation()
+        segmentId = segmentation.GetSegmentIdBySegmentName(result.name)
+        if not segmentId:
+            segmentId = segmentation.AddEmptySegment("", result.name)
+        if overwritePolicy == "overlap":
+            segmentation.SeparateSegmentLabelmap(segmentId)
+        old = self._segmentArray(segmentationNode, segmentId, volumeNode)
+        others = {}
+        for n in range(segmentation.GetNumberOfSegments()):
+            otherId = segmentation.GetNthSegmentID(n)
+            if otherId != segmentId:
+                others[otherId] = self._segmentArray(segmentationNode, otherId, volumeNode)
+        plan = oncoMerge.plan_segment_write(segmentId, old, result.mask, others, overwritePolicy)
+        with slicer.util.RenderBlocker():
+            for update in plan.updates:
+                self._writeRegion(segmentationNode, volumeNode, update)
+        segment = segmentation.GetSegment(segmentId)
+        if parameterNode is not None:
+            segment.SetTag("OncoSeg.prompts", parameterNode.promptsJson)
+        segment.SetTag("OncoSeg.confidence", "" if result.iou is None else f"{result.iou:.3f}")
+        self.undoStack.push(result.name, plan.undo)
+        self._undoSegmentation = segmentationNode
+        message = _("{name}: {ml:.2f} mL").format(name=result.name, ml=result.volume_ml)
+        if plan.protected_voxels:
+            message += " " + _("({n} voxels kept in other segments)").format(n=plan.protected_voxels)
+        return message
+
+    def canUndo(self):
+        return len(self.undoStack) > 0
+
+    def undoLastEdit(self, segmentationNode=None):
+        """Restore the voxels changed by the last AI edit."""
+        record = self.undoStack.pop()
+        if record is None:
+            return _("Nothing to undo")
+        name, updates = record
+        segmentationNode = segmentationNode or self._undoSegmentation
+        volumeNode = segmentationNode.GetNodeReference(
+            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+        with slicer.util.RenderBlocker():
+            for update in updates:
+                self._writeRegion(segmentationNode, volumeNode, update)
+        self.core.forget(name)
+        return _("Undid the last edit of {name}").format(name=name)
+
+    # ----- console API -----
+    def segment(self, volumeNode, prompts, modality=None, model="latest", segmentationNode=None, name="Segment_1",
+                overwritePolicy="protect", device="auto"):
+        """Segment one object from prompts; returns the segmentation node.
+
+        ``prompts``: a dict such as ``{"points_ras": [[r, a, s]], "negative": [[i, j, k]], "box_ras": [[...], [...]],
+        "axis": "axial"}`` (see ``OncoSegLib.slicer_support.prompts.prompts_from_console``) or a StoredPrompts.
+        """
+        rasToIjk, toWorld, shape = self.volumeGeometry(volumeNode)
+        stored = oncoPrompts.prompts_from_console(prompts, object_name=name, ras_to_ijk=rasToIjk,
+                                                  volume_to_world=toWorld, shape_ijk=shape)
+        request = self._volumeRequest(volumeNode, modality, model, device)
+        request["prompts"] = stored
+        result = self._wait(self.submitPrompts, request)
+        segmentationNode = self.ensureSegmentation(volumeNode, segmentationNode)
+        self.writeResult(volumeNode, segmentationNode, result, overwritePolicy)
+        return segmentationNode
+
+    def segmentText(self, volumeNode, text, modality=None, model="latest", segmentationNode=None, axis="axial",
+                    overwritePolicy="protect", device="auto"):
+        """Find every instance of ``text`` ("liver", "liver tumor"): one segment per instance."""
+        request = self._volumeRequest(volumeNode, modality, model, device)
+        request.update(text=text, axis=axis)
+        results = self._wait(self.submitText, request)
+        segmentationNode = self.ensureSegmentation(volumeNode, segmentationNode)
+        for result in results:
+            self.writeResult(volumeNode, segmentationNode, result, overwritePolicy)
+        return segmentationNode
+
+    def propagate(self, volumeNode, segmentationNode, name="Segment_1", direction="both", method="memory",
+                  modality=None, model="latest", overwritePolicy="protect", device="auto"):
+        """Propagate an already prompted object through the volume; returns the segmentation node."""
+        request = self._volumeRequest(volumeNode, modality, model, device)
+        request.update(name=name, direction=direction, method=method)
+        result = self._wait(self.submitPropagate, request)
+        self.writeResult(volumeNode, segmentationNode, result, overwritePolicy)
+        return segmentationNode
+
+    # ----- export -----
+    def labelMap(self, segmentationNode, volumeNode):
+        """(labels (K, J, I) uint16 on the volume grid, names, colours 0-255) of all segments, first wins."""
+        segmentation = segmentationNode.GetSegmentation()
+        labels = None
+        names, colors = [], []
+        for n in range(segmentation.GetNumberOfSegments()):
+            segmentId = segmentation.GetNthSegmentID(n)
+            mask = self._segmentArray(segmentationNode, segmentId, volumeNode)
+            labels = np.zeros(mask.shape, np.uint16) if labels is None else labels
+            labels = oncoMerge.merge_into_label_map(labels, mask, n + 1, "protect", replace_existing=False)
+            segment = segmentation.GetSegment(segmentId)
+            names.append(segment.GetName())
+            colors.append(tuple(int(round(255 * c)) for c in segment.GetColor()))
+        if labels is None:
+            raise OncoSegError(_("The segmentation is empty"), hint=_("segment something first"))
+        return labels, names, colors
+
+    def dicomSeriesFiles(self, volumeNode):
+        """Files of the ORIGINAL DICOM series the volume was loaded from (empty when not from the database)."""
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        seriesUid = shNode.GetItemUID(shNode.GetItemByDataNode(volumeNode),
+                                      slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName())
+        if not seriesUid or not slicer.dicomDatabase:
+            return []
+        return list(slicer.dicomDatabase.filesForSeries(seriesUid))
+
+    def _referenceSeries(self, volumeNode, seriesFolder=None):
+        from OncoSegLib.export.reference import load_reference
+
+        if seriesFolder:
+            return load_reference(seriesFolder), None
+        folder = oncoCore.series_folder_from_files(self.dicomSeriesFiles(volumeNode), slicer.app.temporaryPath)
+        return load_reference(folder), folder
+
+    def _onSeriesGrid(self, segmentationNode, volumeNode, reference):
+        labels, names, colors = self.labelMap(segmentationNode, volumeNode)
+        ijkToRas = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(ijkToRas)
+        labels = oncoCore.labels_to_grid(labels, slicer.util.arrayFromVTKMatrix(ijkToRas), reference.volume())
+        return labels, names, colors
+
+    def exportRTStruct(self, segmentationNode, volumeNode, outDir, seriesFolder=None, useSlicerRT=True):
+        """Write RTSTRUCT(s) into ``outDir``; returns the written paths.
+
+        Always: OncoSeg's own writer referencing the ORIGINAL series (from Slicer's DICOM database, or
+        ``seriesFolder``). Also, when SlicerRT is installed: its DICOM-RT exporter (image + structures as one new
+        study export, in ``outDir/SlicerRT``).
+        """
+        import shutil
+
+        from OncoSegLib.export.rtstruct import write_rtstruct
+
+        paths = []
+        reference, tmp = self._referenceSeries(volumeNode, seriesFolder)
+        try:
+            labels, names, colors = self._onSeriesGrid(segmentationNode, volumeNode, reference)
+            out = os.path.join(outDir, f"RTSTRUCT_{reference.first.SeriesInstanceUID}.dcm")
+            paths.append(str(write_rtstruct(labels, reference, out, names=names, colors=colors, overwrite=False)))
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        if useSlicerRT and hasattr(slicer.modules, "dicomrtimportexport"):
+            paths.append(self.exportWithSlicerRT(segmentationNode, volumeNode, os.path.join(outDir, "SlicerRT")))
+        return paths
+
+    def exportWithSlicerRT(self, segmentationNode, volumeNode, outDir):
+        """SlicerRT's exporter: volume and segmentation exported together under one study."""
+        import DicomRtImportExportPlugin
+
+        os.makedirs(outDir, exist_ok=True)
+        self.ensureSegmentation(volumeNode, segmentationNode)
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        volumeItem = shNode.GetItemByDataNode(volumeNode)
+        if shNode.GetItemParent(volumeItem) == shNode.GetSceneItemID():  # not in a study: make one
+            patientItem = shNode.CreateSubjectItem(shNode.GetSceneItemID(), "OncoSeg patient")
+            studyItem = shNode.CreateStudyItem(patientItem, "OncoSeg study")
+            shNode.SetItemParent(volumeItem, studyItem)
+            shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), studyItem)
+        exporter = DicomRtImportExportPlugin.DicomRtImportExportPluginClass()
+        exportables = (exporter.examineForExport(volumeItem)
+                       + exporter.examineForExport(shNode.GetItemByDataNode(segmentationNode)))
+        for exportable in exportables:
+            exportable.directory = outDir
+        error = exporter.export(exportables)
+        if error:
+            raise OncoSegError(_("SlicerRT export failed: {error}").format(error=error))
+        return outDir
+
+    def exportSEG(self, segmentationNode, volumeNode, outDir, seriesFolder=None):
+        """DICOM SEG referencing the original series; returns the path."""
+        import shutil
+
+        from OncoSegLib.export.seg import write_seg
+
+        reference, tmp = self._referenceSeries(volumeNode, seriesFolder)
+        try:
+            labels, names, colors = self._onSeriesGrid(segmentationNode, volumeNode, reference)
+            out = os.path.join(outDir, f"SEG_{reference.first.SeriesInstanceUID}.dcm")
+            return str(write_seg(labels, reference, out, names=names, colors=colors, overwrite=False))
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def exportNIfTI(self, segmentationNode, volumeNode, outDir):
+        """Label map NIfTI (exact affine of the volume) + a names/colours JSON; returns the NIfTI path."""
+        import json
+
+        from OncoSegLib.io.atomic import atomic_write_text
+        from OncoSegLib.io.nifti import write_nifti
+
+        labels, names, colors = self.labelMap(segmentationNode, volumeNode)
+        volume = self.volumeFromNode(volumeNode)
+        base = os.path.join(outDir, f"{segmentationNode.GetName()}")
+        path = write_nifti(volume.with_array(labels), base + ".nii.gz")
+        atomic_write_text(base + ".labels.json", json.dumps(
+            [{"label": n + 1, "name": name, "color": list(color)} for n, (name, color) in enumerate(zip(names, colors))],
+            indent=2))
+        return str(path)
+
+
+#
+# OncoSegTest
+#
+
+
+class OncoSegTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer: synthetic CT, prompts, tiny model, segment written, RTSTRUCT round trip."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_geometryAndParameters()
+        self.setUp()
+        self.test_segmentAndExport()
+
+    def _syntheticCT(self):
+        from OncoSegLib.phantoms import make_ct_phantom
+
+        volume = make_ct_phantom(seed=0, shape_kji=(8, 48, 48)).volume
+        ijkToRas = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.ijk_to_lps
+        node = slicer.util.addVolumeFromArray(volume.array.astype(np.int16), ijkToRAS=ijkToRas, name="OncoSegCT")
+        return node, volume
+
+    def test_geometryAndParameters(self):
+        self.delayDisplay("Geometry and parameter node")
+        array = np.zeros((8, 10, 12), np.int16)
+        ijkToRas = np.array([[0.0, 0.0, -2.0, 10.0], [-0.8, 0.0, 0.0, 5.0], [0.0, 1.5, 0.0, -3.0], [0, 0, 0, 1]])
+        volumeNode = slicer.util.addVolumeFromArray(array, ijkToRAS=ijkToRas, name="oblique")
+        logic = OncoSegLogic()
+        parameterNode = logic.getParameterNode()
+        parameterNode.inputVolume = volumeNode
+        logic.ensurePromptNodes(parameterNode)
+        target = np.array([[3.0, 4.0, 5.0]])
+        world = target @ ijkToRas[:3, :3].T + ijkToRas[:3, 3]
+        parameterNode.positivePoints.AddControlPointWorld(vtk.vtkVector3d(*world[0]))
+        prompts = logic.promptsFromNodes(parameterNode)
+        self.assertEqual(prompts.points[0].ijk, (3, 4, 5))
+        self.assertTrue(prompts.points[0].positive)
+        parameterNode.modality = "mri"
+        parameterNode.promptsJson = prompts.to_json()
+        again = logic.getParameterNode()
+        self.assertEqual(again.modality, "mri")
+        self.assertEqual(oncoPrompts.StoredPrompts.from_json(again.promptsJson), prompts)
+
+    def test_segmentAndExport(self):
+        try:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+
+            from OncoSegLib.models.tiny import tiny_bundle
+        except ImportError:
+            self.delayDisplay("torch/transformers missing: heavy part skipped (install dependencies to run it)")
+            return
+        self.delayDisplay("Segment a synthetic CT with the tiny model")
+        volumeNode, volume = self._syntheticCT()
+        logic = OncoSegLogic()
+        logic.core.use_bundle(tiny_bundle(seed=0), name="tiny", device="auto")  # requests below name model "tiny"
+        center = [n // 2 for n in volume.shape_ijk]
+        segmentationNode = logic.segment(volumeNode, {"points": [center]}, modality="ct", model="tiny", name="lesion")
+        segmentId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName("lesion")
+        self.assertTrue(segmentId)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
+        self.assertEqual(mask.shape, volume.shape_kji)
+        written = int(mask.sum())
+        expected = int(logic.core.session.result("lesion").sum())
+        self.assertEqual(written, expected)
+        # undo restores the empty segment
+        logic.undoLastEdit(segmentationNode)
+        self.assertEqual(int(slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).sum()), 0)
+        if expected == 0:
+            self.delayDisplay("tiny model produced an empty mask: export round trip skipped")
+            return
+        logic.segment(volumeNode, {"points": [center]}, modality="ct", model="tiny", name="lesion",
+                      segmentationNode=segmentationNode)
+        self.delayDisplay("RTSTRUCT export round trip")
+        from OncoSegLib.export.rtstruct import read_rtstruct
+        from OncoSegLib.io.dicom_write import write_dicom_series
+
+        outDir = slicer.util.tempDirectory()
+        seriesDir = os.path.join(outDir, "ct")
+        write_dicom_series(volume, seriesDir)
+        paths = logic.exportRTStruct(segmentationNode, volumeNode, outDir, seriesFolder=seriesDir, useSlicerRT=False)
+        labels, rois = read_rtstruct(paths[0], seriesDir)
+        self.assertEqual(int((labels > 0).sum()), expected)
+        self.delayDisplay("Test passed")

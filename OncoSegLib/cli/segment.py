@@ -1,0 +1,142 @@
+"""``oncoseg segment IMAGE --prompts PROMPTS.json --model NAME|PATH --out MASK.nii.gz [--propagate]``.
+
+Reads the image (NIfTI, DICOM folder, PNG/JPEG, NPZ), the prompts file (docs/prompts.md), runs the SAM3 session and
+writes a label map (one label per object, in the order of the prompts file, text instances after) in the image's
+geometry, plus a sidecar JSON ``MASK.json`` with label names, confidences, modality and model. Both files are written
+atomically and never over an existing file without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from OncoSegLib.errors import InputError
+
+METHODS = ("memory", "centroid", "box")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("segment", help="segment an image from a prompts file (points/boxes/scribbles/text)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="input image: NIfTI file, DICOM folder, PNG/JPEG or NPZ")
+    p.add_argument("--prompts", required=True, help="prompts JSON (see docs/prompts.md)")
+    p.add_argument("--model", default="latest", help="registry name (oncoseg models list) or a model folder/file")
+    p.add_argument("--out", required=True, help="output label map (.nii or .nii.gz)")
+    p.add_argument("--propagate", action="store_true", help="propagate every object through the volume")
+    p.add_argument("--method", choices=METHODS, default="memory", help="propagation method (default: memory)")
+    p.add_argument("--direction", choices=("both", "forward", "backward"), default="both")
+    p.add_argument("--modality", default=None, help="modality (ct, mri, pet, ...); default: detect from the data")
+    p.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"), default=None,
+                   help="CT window in HU (default -1000 1000)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--series", default=None, help="SeriesInstanceUID to pick in a DICOM folder with several")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder applied on top of the model")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="minimum text-instance score (0..1)")
+    p.add_argument("--cache-mb", type=float, default=1024.0, help="embedding cache cap in MiB")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+def sidecar_path(out: Path) -> Path:
+    """``mask.nii.gz`` -> ``mask.json`` (beside the label map)."""
+    name = out.name
+    for suf in (".nii.gz", ".nii"):
+        if name.endswith(suf):
+            return out.with_name(name[: -len(suf)] + ".json")
+    return out.with_name(name + ".json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from OncoSegLib.io.atomic import atomic_write_text
+    from OncoSegLib.io.loader import load_volume
+    from OncoSegLib.io.nifti import write_nifti
+    from OncoSegLib.prompts import load_prompts
+    from OncoSegLib.session import SegmentationSession
+
+    out = Path(args.out)
+    if not (out.name.endswith(".nii.gz") or out.name.endswith(".nii")):
+        raise InputError(f"--out {out} must end in .nii or .nii.gz")
+    side = sidecar_path(out)
+    if not args.overwrite:
+        for f in (out, side):
+            if f.exists():
+                raise InputError(f"{f} exists", hint="choose another --out or pass --overwrite")
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr)
+
+    volume = load_volume(args.image, series_uid=args.series)
+    prompts = load_prompts(args.prompts, volume)  # validates every prompt against the image before loading a model
+
+    from OncoSegLib.models.loading import load_bundle
+
+    components = ["tracker"]
+    if args.propagate and args.method == "memory":
+        components.append("video")
+    if prompts.texts or any(o.text for o in prompts.objects):
+        components.append("detector")
+    say(f"loading model {args.model} ...")
+    bundle = load_bundle(args.model, device=args.device, components=components, adapter=args.adapter)
+    session = SegmentationSession(bundle, cache_mb=args.cache_mb)
+    session.set_volume(volume, modality=args.modality, window=tuple(args.window) if args.window else None)
+    say(f"modality: {session.modality} ({session.modality_reason})")
+
+    for op in prompts.objects:
+        if op.text is not None:
+            found = session.add_text(op.text.text, axis=op.text.axis, index=op.text.index,
+                                     score_threshold=args.score_threshold, max_instances=1, name=op.name)
+            if not found:
+                say(f"object {op.name!r}: no instance of {op.text.text!r} scored >= {args.score_threshold}")
+                oid = session.add_object(op.name)
+            else:
+                oid = found[0].object_id
+        else:
+            oid = session.add_object(op.name)
+        for b in op.boxes:
+            session.add_box(oid, b.ijk_min, b.ijk_max, axis=op.axis)
+        for pt in op.points:
+            session.add_point(oid, pt.ijk, positive=pt.positive, axis=op.axis)
+        for sc in op.scribbles:
+            session.add_scribble(oid, sc.points_ijk, positive=sc.positive, axis=op.axis)
+    for tp in prompts.texts:
+        found = session.add_text(tp.text, axis=tp.axis, index=tp.index, score_threshold=args.score_threshold)
+        say(f"text {tp.text!r}: {len(found)} instance(s)")
+
+    prop: dict[str, Any] | None = None
+    if args.propagate and session.objects:
+        last = [-1]
+
+        def progress(done: int, total: int, message: str) -> None:
+            pct = int(100 * done / max(total, 1))
+            if pct >= last[0] + 10 or done == total:
+                last[0] = pct
+                say(f"propagating: {done}/{total} slices")
+
+        res = session.propagate(None, direction=args.direction, method=args.method, progress=progress)
+        prop = {"method": args.method, "direction": args.direction, "slices": len(res.processed),
+                "stopped": {f"{session.objects.get(k[0], k[0])}|anchor {k[1]}|{'+' if k[2] > 0 else '-'}": v
+                            for k, v in res.stopped.items()}}
+
+    labels = session.label_map()
+    names = session.label_names()
+    objects = []
+    for label, (oid, name) in enumerate(session.objects.items(), start=1):
+        conf = session.confidence(oid)
+        objects.append({"label": label, "name": name, "voxels": int((labels == label).sum()),
+                        "volume_ml": float((labels == label).sum() * volume.voxel_volume_ml),
+                        "iou": None if conf.iou != conf.iou else round(conf.iou, 4),
+                        "presence": round(conf.presence, 4), "low_confidence": conf.low})
+    meta = {"labels": {str(k): v for k, v in names.items()}, "objects": objects,
+            "modality": session.modality, "modality_reason": session.modality_reason,
+            "model": getattr(bundle, "name", str(args.model)), "model_source": str(args.model),
+            "propagation": prop, "image": str(args.image)}
+    write_nifti(volume.with_array(labels, modality=None), out)
+    atomic_write_text(side, json.dumps(meta, indent=2))
+    say(f"wrote {out} ({len(names)} object(s)) and {side}")
+    return 0

@@ -1,0 +1,410 @@
+"""3D propagation of one object's 2D masks through neighbouring slices.
+
+Three methods, all per object (each object's chain reads only that object's own masks):
+
+- ``memory``: SAM3's video tracker (``Sam3TrackerVideoModel``) with slices as frames. The anchor slice's mask is
+  the conditioning input; each next slice is segmented from the memory of the previous ones. Frames are streamed:
+  pixel data is produced on demand (never a whole-volume tensor), image features come from the session's embedding
+  cache when the video tracker shares the tracker's weights, and stored per-frame outputs beyond the model's
+  memory window (``max(num_maskmem, max_object_pointers_in_encoder)`` frames) are released, so memory stays bounded
+  for 500-slice volumes.
+- ``centroid`` (Onco-Seg): the next slice is prompted with one positive point at the previous mask's centroid
+  (or, when the centroid falls outside a concave mask, at the mask's most interior pixel).
+- ``box`` (LiteMedSAM): the next slice is prompted with the previous mask's bounding box grown by a margin
+  (``margin`` x the box side, at least 1 pixel, clipped to the slice).
+
+Which slices a run covers (``plan_segments``): anchors are the slices of the object that hold prompts on the
+propagation axis. Each non-anchor slice belongs to its nearest anchor (ties go to the lower anchor) when
+propagating in both directions; with one direction only, an anchor runs until the next anchor. A 3D box limits the
+slice range. A chain stops when the object vanishes (mask area below ``min_area`` pixels): that slice and the rest of
+its segment are cleared.
+
+Refinement rule: a prompt added later on a slice of the propagation axis makes that slice an anchor and re-runs only
+its own segments (same method and direction as the last propagation), outward from it, stopping early as soon as a
+new mask agrees with the previous result on that slice (Dice >= ``agree_dice``, default 0.98) — later slices of
+the chain would come out the same — or the object vanishes, or the next anchor's territory begins.
+
+Cancel: the token is polled between slices; everything finished so far is kept and the result says ``cancelled``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+
+from OncoSegLib.cancel import CancelToken, ProgressCallback, report
+from OncoSegLib.errors import InputError, ModelError
+
+METHODS = ("memory", "centroid", "box")
+DIRECTIONS = ("both", "forward", "backward")
+
+
+@dataclass
+class SliceOutcome:
+    """One propagated slice: ``mask`` (H, W) bool in slice pixels, predicted ``iou`` (NaN if unknown), ``presence``."""
+
+    mask: np.ndarray
+    iou: float = float("nan")
+    presence: float = 1.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Slices ``anchor + step, anchor + 2*step, ... stop`` (inclusive) propagated from ``anchor``."""
+
+    anchor: int
+    step: int
+    stop: int
+
+    def indices(self) -> list[int]:
+        if (self.stop - self.anchor) * self.step <= 0:
+            return []
+        return list(range(self.anchor + self.step, self.stop + self.step, self.step))
+
+
+@dataclass
+class PropagationResult:
+    """What a propagation did.
+
+    Attributes:
+        processed: slice indices segmented, in processing order (per object, objects one after another).
+        stopped: per (object id, anchor, step) the reason a segment ended: "end", "vanished", "agrees", "cancelled".
+        cancelled: True when the cancel token stopped the run (partial results are kept).
+        objects: ids of the objects propagated.
+    """
+
+    processed: list[int] = field(default_factory=list)
+    stopped: dict[tuple[int, int, int], str] = field(default_factory=dict)
+    cancelled: bool = False
+    objects: list[int] = field(default_factory=list)
+    processed_by_object: dict[int, list[int]] = field(default_factory=dict)
+
+
+def check_method(method: str) -> str:
+    m = str(method).lower()
+    if m not in METHODS:
+        raise InputError(f"unknown propagation method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    return m
+
+
+def check_direction(direction: str) -> str:
+    d = str(direction).lower()
+    if d not in DIRECTIONS:
+        raise InputError(f"unknown propagation direction {direction!r}", hint=f"use one of {', '.join(DIRECTIONS)}")
+    return d
+
+
+def plan_segments(anchors: Iterable[int], n: int, direction: str = "both", lo: int = 0, hi: int | None = None,
+                  only_from: int | None = None) -> list[Segment]:
+    """The segments a propagation runs (see the module docstring for the nearest-anchor rule).
+
+    Args:
+        anchors: slice indices holding prompts; n: number of slices along the axis; lo/hi: inclusive index limits
+            (a 3D box); only_from: keep only the segments starting at this anchor (refinement re-runs).
+    """
+    direction = check_direction(direction)
+    hi = n - 1 if hi is None else min(int(hi), n - 1)
+    lo = max(int(lo), 0)
+    a = sorted({int(x) for x in anchors})
+    segs: list[Segment] = []
+    fwd = direction in ("both", "forward")
+    bwd = direction in ("both", "backward")
+    for idx, anchor in enumerate(a):
+        nxt = a[idx + 1] if idx + 1 < len(a) else None
+        prv = a[idx - 1] if idx > 0 else None
+        if fwd:
+            if nxt is None:
+                stop = hi
+            elif direction == "both":
+                stop = (anchor + nxt) // 2
+            else:
+                stop = nxt - 1
+            stop = min(stop, hi)
+            if stop > anchor:
+                segs.append(Segment(anchor, +1, stop))
+        if bwd:
+            if prv is None:
+                stop = lo
+            elif direction == "both":
+                stop = (prv + anchor) // 2 + 1
+            else:
+                stop = prv + 1
+            stop = max(stop, lo)
+            if stop < anchor:
+                segs.append(Segment(anchor, -1, stop))
+    if only_from is not None:
+        segs = [s for s in segs if s.anchor == int(only_from)]
+    return segs
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty."""
+    sa, sb = int(a.sum()), int(b.sum())
+    if sa + sb == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(a, b).sum()) / (sa + sb)
+
+
+# ------------------------------------------------------------------------------------------------- steppers
+class Stepper(Protocol):
+    """Produces the next slice of a chain from the previous slice's mask."""
+
+    def start(self, anchor: int, anchor_mask: np.ndarray, step: int) -> None: ...
+
+    def step(self, index: int, prev_mask: np.ndarray) -> SliceOutcome: ...
+
+    def close(self) -> None: ...
+
+
+# decode(index, points_rc (N,2) | None, labels (N,) | None, box_rc (r0, c0, r1, c1) | None) -> SliceOutcome
+DecodeFn = Callable[[int, "np.ndarray | None", "np.ndarray | None", "tuple[float, float, float, float] | None"],
+                    SliceOutcome]
+
+
+def interior_point(mask: np.ndarray) -> tuple[float, float]:
+    """(row, col) of the centroid of ``mask``; if that pixel is outside the mask, the most interior mask pixel."""
+    rows, cols = np.nonzero(mask)
+    r, c = float(rows.mean()), float(cols.mean())
+    ri, ci = int(round(r)), int(round(c))
+    if 0 <= ri < mask.shape[0] and 0 <= ci < mask.shape[1] and mask[ri, ci]:
+        return r, c
+    from scipy.ndimage import distance_transform_edt
+
+    dist = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    ri, ci = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return float(ri), float(ci)
+
+
+def bbox_with_margin(mask: np.ndarray, margin: float = 0.1) -> tuple[float, float, float, float]:
+    """(r0, c0, r1, c1) inclusive pixel-centre box of ``mask`` grown by ``margin`` x side (>= 1 px), clipped."""
+    rows, cols = np.nonzero(mask)
+    r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+    mr = max(1.0, margin * (r1 - r0 + 1))
+    mc = max(1.0, margin * (c1 - c0 + 1))
+    h, w = mask.shape
+    return (max(0.0, r0 - mr), max(0.0, c0 - mc), min(h - 1.0, r1 + mr), min(w - 1.0, c1 + mc))
+
+
+class CentroidStepper:
+    """Onco-Seg's reseeding: one positive point at the previous mask's centroid."""
+
+    def __init__(self, decode: DecodeFn):
+        self.decode = decode
+
+    def start(self, anchor: int, anchor_mask: np.ndarray, step: int) -> None:
+        return None
+
+    def step(self, index: int, prev_mask: np.ndarray) -> SliceOutcome:
+        r, c = interior_point(prev_mask)
+        return self.decode(index, np.array([[r, c]]), np.array([1]), None)
+
+    def close(self) -> None:
+        return None
+
+
+class BoxStepper:
+    """LiteMedSAM's reseeding: the previous mask's bounding box plus a margin."""
+
+    def __init__(self, decode: DecodeFn, margin: float = 0.1):
+        self.decode = decode
+        self.margin = float(margin)
+
+    def start(self, anchor: int, anchor_mask: np.ndarray, step: int) -> None:
+        return None
+
+    def step(self, index: int, prev_mask: np.ndarray) -> SliceOutcome:
+        return self.decode(index, None, None, bbox_with_margin(prev_mask, self.margin))
+
+    def close(self) -> None:
+        return None
+
+
+class _LazyFrames:
+    """Stands in for ``Sam3TrackerVideoInferenceSession.processed_frames``: reports the number of frames and makes a
+    frame's pixel values only when the video model asks for one (it does not when features were injected)."""
+
+    def __init__(self, n: int, make: Callable[[int], torch.Tensor]):
+        self._n = int(n)
+        self._make = make
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        return self._make(int(idx))[0]
+
+    def __setitem__(self, idx: int, value: torch.Tensor) -> None:  # streaming add_new_frame: not used here
+        raise RuntimeError("frames are produced on demand")
+
+
+class MemoryStepper:
+    """SAM3 video-tracker propagation, one chain (anchor + direction) per inference session.
+
+    Args:
+        predictor: a :class:`~OncoSegLib.models.predictor.Sam3Predictor` whose bundle has a video tracker.
+        embed: ``index -> ImageEmbeddings`` (the session's cached encoder, used when weights are shared).
+        pixels: ``index -> (1, 3, S, S)`` model input (used by the video model when features are not shared).
+        n: number of slices along the axis; hw: slice size (H, W).
+        window: stored non-conditioning frame outputs kept around the current frame (None = the model's memory).
+    """
+
+    def __init__(self, predictor: Any, embed: Callable[[int], Any], pixels: Callable[[int], torch.Tensor], n: int,
+                 hw: tuple[int, int], window: int | None = None):
+        video = getattr(predictor.bundle, "video", None)
+        if video is None:
+            raise ModelError("this model has no video tracker (Sam3TrackerVideoModel), so memory propagation is "
+                             "unavailable", "use method='centroid' or method='box', or load a full SAM3 checkpoint")
+        self.predictor = predictor
+        self.video = video
+        self.embed = embed
+        self.pixels = pixels
+        self.n = int(n)
+        self.hw = tuple(int(v) for v in hw)
+        cfg = video.config
+        self.window = int(window) if window is not None else int(max(cfg.num_maskmem,
+                                                                     cfg.max_object_pointers_in_encoder))
+        self.share = predictor.video_shares_tracker()
+        self.session: Any = None
+        self.step_dir = 1
+        self.max_stored = 0  # most non-conditioning outputs held at once (bounded-memory check)
+
+    def _new_session(self) -> Any:
+        from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+            Sam3TrackerVideoInferenceSession,
+        )
+
+        dev = self.predictor.device
+        dtype = next(self.video.parameters()).dtype
+        s = Sam3TrackerVideoInferenceSession(video=None, video_height=self.hw[0], video_width=self.hw[1],
+                                             inference_device=dev, inference_state_device=dev,
+                                             video_storage_device="cpu", dtype=dtype)
+        s.processed_frames = _LazyFrames(self.n, self.pixels)  # type: ignore[assignment]
+        return s
+
+    def _inject(self, index: int) -> None:
+        if self.share:
+            feats = self.predictor.video_features(self.embed(index))
+            self.session.cache.cache_vision_features(index, feats)
+
+    def _run(self, index: int, reverse: bool) -> SliceOutcome:
+        from OncoSegLib.models.device import oom_guard
+        from OncoSegLib.preprocessing import resize_mask_logits
+
+        self._inject(index)
+        with oom_guard("memory propagation", self.predictor.device), torch.inference_mode():
+            out = self.video(inference_session=self.session, frame_idx=index, reverse=reverse)
+        logits = resize_mask_logits(out.pred_masks[0:1].float().cpu(), self.hw).reshape(self.hw)
+        presence = float(torch.sigmoid(out.object_score_logits.float().reshape(-1)[0]))
+        mask = (logits > 0).numpy()
+        if presence < 0.5:  # the tracker says the object is gone (occluded / absent) on this slice
+            mask = np.zeros(self.hw, dtype=bool)
+        self._prune(index)
+        return SliceOutcome(mask=mask, iou=float("nan"), presence=presence)
+
+    def _prune(self, index: int) -> None:
+        """Release stored outputs the model can no longer read (older than the memory window) and the high-res
+        masks (only needed inside the call that made them)."""
+        for per_obj in self.session.output_dict_per_obj.values():
+            for kind in ("cond_frame_outputs", "non_cond_frame_outputs"):
+                for out in per_obj[kind].values():
+                    out.pop("high_res_masks", None)
+            nc = per_obj["non_cond_frame_outputs"]
+            for k in [k for k in nc if abs(k - index) > self.window]:
+                del nc[k]
+            self.max_stored = max(self.max_stored, len(nc))
+        for tracked in self.session.frames_tracked_per_obj.values():
+            for k in [k for k in tracked if abs(k - index) > self.window]:
+                del tracked[k]
+
+    def stored_outputs(self) -> int:
+        """Number of per-frame outputs the current session holds (conditioning + non-conditioning)."""
+        if self.session is None:
+            return 0
+        return sum(len(o["cond_frame_outputs"]) + len(o["non_cond_frame_outputs"])
+                   for o in self.session.output_dict_per_obj.values())
+
+    def start(self, anchor: int, anchor_mask: np.ndarray, step: int) -> None:
+        self.close()
+        self.session = self._new_session()
+        self.step_dir = int(step)
+        s = self.predictor.image_size
+        m = torch.as_tensor(np.asarray(anchor_mask, dtype=np.float32))[None, None]
+        m = torch.nn.functional.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        m = (m >= 0.5).float()
+        obj_idx = self.session.obj_id_to_idx(1)
+        self.session.add_mask_inputs(obj_idx, anchor, m)
+        self.session.obj_with_new_inputs = [1]
+        self._run(anchor, reverse=False)
+
+    def step(self, index: int, prev_mask: np.ndarray) -> SliceOutcome:
+        return self._run(index, reverse=self.step_dir < 0)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.reset_inference_session()
+        self.session = None
+
+
+# ------------------------------------------------------------------------------------------------- driver
+def run_segments(segments: list[Segment], stepper: Stepper, anchor_mask: Callable[[int], np.ndarray],
+                 write: Callable[[int, SliceOutcome], None], clear: Callable[[int], None],
+                 previous: Callable[[int], "np.ndarray | None"] | None = None, min_area: int = 1,
+                 agree_dice: float | None = None, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None, result: PropagationResult | None = None, obj_id: int = 0,
+                 done0: int = 0, total: int | None = None) -> PropagationResult:
+    """Run ``segments`` with ``stepper``; ``write`` stores each slice, ``clear`` empties a slice of the segment
+    after the object vanished. ``previous(index)`` (for refinement) gives the earlier mask to compare with
+    ``agree_dice``. Returns (and fills) a :class:`PropagationResult`."""
+    res = result if result is not None else PropagationResult()
+    total = total if total is not None else sum(len(s.indices()) for s in segments)
+    done = done0
+    per_obj = res.processed_by_object.setdefault(obj_id, [])
+    for seg in segments:
+        key = (obj_id, seg.anchor, seg.step)
+        if cancel is not None and cancel.cancelled:
+            res.cancelled = True
+            res.stopped[key] = "cancelled"
+            continue
+        prev = np.asarray(anchor_mask(seg.anchor), dtype=bool)
+        idxs = seg.indices()
+        if int(prev.sum()) < max(1, min_area):
+            res.stopped[key] = "vanished"
+            for j in idxs:
+                clear(j)
+            continue
+        stepper.start(seg.anchor, prev, seg.step)
+        reason = "end"
+        try:
+            for pos, idx in enumerate(idxs):
+                if cancel is not None and cancel.cancelled:
+                    res.cancelled = True
+                    reason = "cancelled"
+                    break
+                out = stepper.step(idx, prev)
+                done += 1
+                res.processed.append(idx)
+                per_obj.append(idx)
+                report(progress, done, total, f"slice {idx}")
+                if int(out.mask.sum()) < min_area:
+                    for j in idxs[pos:]:
+                        clear(j)
+                    reason = "vanished"
+                    break
+                old = previous(idx) if previous is not None else None
+                write(idx, out)
+                if agree_dice is not None and old is not None and dice(out.mask, old) >= agree_dice:
+                    reason = "agrees"
+                    break
+                prev = out.mask
+        finally:
+            stepper.close()
+        res.stopped[key] = reason
+    return res
+
+
+__all__ = ["METHODS", "DIRECTIONS", "SliceOutcome", "Segment", "PropagationResult", "plan_segments",
+           "run_segments", "CentroidStepper", "BoxStepper", "MemoryStepper", "interior_point", "bbox_with_margin",
+           "dice", "check_method", "check_direction"]

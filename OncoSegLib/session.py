@@ -1,0 +1,686 @@
+"""Interactive segmentation of one volume: named objects, prompts on any slice/axis, undo, 3D propagation.
+
+A :class:`SegmentationSession` holds one :class:`~OncoSegLib.io.volume.Volume`, its modality and normaliser, a
+:class:`~OncoSegLib.models.predictor.Sam3Predictor` and an :class:`~OncoSegLib.embedding_cache.EmbeddingCache`.
+Every object keeps a full-volume boolean mask ``(K, J, I)`` in the volume's own grid (IJK storage order).
+
+Prompt semantics (all coordinates are voxel indices IJK, see :mod:`OncoSegLib.slicing` for the slice layout):
+
+- The prompts of one object on one slice (axis + index) are decoded together: each new point/box/scribble
+  re-decodes only that slice, on its cached embedding, and replaces that plane of the object's mask.
+- Scribbles become point prompts: ``scribble_points`` (default 8) positions equally spaced by arc length along the
+  polyline, all with the scribble's label. (SAM3 was trained with clicks, not scribble masks; sampled clicks keep the
+  decoder in its training distribution.)
+- ``add_mask`` sets the slice mask exactly (it is a user/reference mask); later clicks on that slice are decoded with
+  it as the mask input of the decoder.
+- A text prompt runs the detector on one slice (the middle one when no index is given); every instance with a score
+  >= the threshold becomes a new object whose slice mask is the detected mask.
+- Overlaps in :meth:`label_map`: later objects win (higher labels drawn last).
+- A 3D box prompts its centre slice and limits propagation of that object to the box's slice range.
+- Confidence: mean predicted IoU and mean presence over the object's non-empty slices; ``low`` when either is below
+  its threshold (0.5 by default).
+- Undo: every public mutating call is one step; ``undo()`` restores the masks, prompts and confidences it changed
+  (including propagation and the automatic re-propagation a refinement triggers).
+See :mod:`OncoSegLib.propagation` for propagation and the refinement rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from OncoSegLib.cancel import CancelToken, ProgressCallback
+from OncoSegLib.embedding_cache import CacheKey, EmbeddingCache
+from OncoSegLib.errors import InputError
+from OncoSegLib.io.volume import Volume
+from OncoSegLib.prompts import scribble_samples
+from OncoSegLib.propagation import (
+    BoxStepper,
+    CentroidStepper,
+    MemoryStepper,
+    PropagationResult,
+    SliceOutcome,
+    check_direction,
+    check_method,
+    plan_segments,
+    run_segments,
+)
+from OncoSegLib.slicing import (
+    SliceRef,
+    check_axis,
+    check_ijk_inside,
+    get_slice,
+    ijk_to_slice,
+    num_slices,
+    paste_slice_mask,
+    pixel_to_model,
+    slice_shape,
+)
+
+log = logging.getLogger(__name__)
+
+ObjectId = int
+
+
+@dataclass
+class SlicePrompts:
+    """The prompts of one object on one slice, in slice pixels (row, col) — independent of the model size."""
+
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None  # (r0, c0, r1, c1), inclusive pixel centres
+    mask: np.ndarray | None = None  # (H, W) bool user/text mask
+
+    @property
+    def has_geometry(self) -> bool:
+        return bool(self.points) or self.box is not None
+
+
+@dataclass
+class SliceResult:
+    """What one prompt produced: the slice, its new mask (H, W) bool, predicted IoU and presence."""
+
+    ref: SliceRef
+    mask: np.ndarray
+    iou: float
+    presence: float
+
+
+@dataclass
+class TextInstance:
+    """An object created by a text prompt: its id, name, detection score and (H, W) mask on ``ref``."""
+
+    object_id: ObjectId
+    name: str
+    score: float
+    mask: np.ndarray
+    ref: SliceRef
+
+
+@dataclass
+class ObjectConfidence:
+    """Per-object confidence: mean predicted ``iou`` (NaN if none known), mean ``presence``, ``low`` flag."""
+
+    iou: float
+    presence: float
+    low: bool
+    slices: int = 0
+
+
+@dataclass
+class _Object:
+    id: ObjectId
+    name: str
+    mask: np.ndarray
+    prompts: dict[SliceRef, SlicePrompts] = field(default_factory=dict)
+    conf: dict[SliceRef, tuple[float, float]] = field(default_factory=dict)
+    source: dict[SliceRef, str] = field(default_factory=dict)  # "prompt" | "propagated"
+    bounds: dict[str, tuple[int, int]] = field(default_factory=dict)
+    last_propagation: dict[str, Any] | None = None
+
+    def small_state(self) -> dict[str, Any]:
+        return {"prompts": copy.deepcopy(self.prompts), "conf": dict(self.conf), "source": dict(self.source),
+                "bounds": dict(self.bounds), "last_propagation": copy.deepcopy(self.last_propagation),
+                "name": self.name}
+
+
+@dataclass
+class _Action:
+    kind: str
+    objects: list[ObjectId]
+    created: list[ObjectId] = field(default_factory=list)
+    planes: list[tuple[ObjectId, SliceRef, np.ndarray]] = field(default_factory=list)  # first-touch snapshots
+    touched: set[tuple[ObjectId, SliceRef]] = field(default_factory=set)
+    states: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)
+
+
+class SegmentationSession:
+    """An interactive segmentation session over one volume.
+
+    Args:
+        model: a :class:`~OncoSegLib.models.bundle.Sam3Bundle` or a predictor with the ``Sam3Predictor`` interface
+            (``image_size``, ``mask_size``, ``encode``, ``predict``, ``mask_to_logits``; ``detect_text`` for text).
+        cache_mb: embedding cache cap in MiB.
+        scribble_points: points sampled along each scribble.
+        iou_threshold, presence_threshold: below either, :meth:`confidence` flags the object as low confidence.
+        auto_repropagate: after a propagation, prompts on that axis re-run the affected chain (see propagation).
+        undo_depth: number of undo steps kept.
+    """
+
+    def __init__(self, model: Any, cache_mb: float = 512.0, scribble_points: int = 8, iou_threshold: float = 0.5,
+                 presence_threshold: float = 0.5, auto_repropagate: bool = True, undo_depth: int = 50):
+        if hasattr(model, "tracker"):
+            from OncoSegLib.models.predictor import Sam3Predictor
+
+            model = Sam3Predictor(model)
+        self.predictor = model
+        self.cache = EmbeddingCache(cache_mb)
+        self.scribble_points = int(scribble_points)
+        self.iou_threshold = float(iou_threshold)
+        self.presence_threshold = float(presence_threshold)
+        self.auto_repropagate = bool(auto_repropagate)
+        self.undo_depth = int(undo_depth)
+        self.volume: Volume | None = None
+        self.modality: str | None = None
+        self.modality_reason: str = ""
+        self.normalizer: Any = None
+        self._prep: str = ""
+        self._objects: dict[ObjectId, _Object] = {}
+        self._next_id = 1
+        self._undo: list[_Action] = []
+        self._action: _Action | None = None
+        self._lock = threading.RLock()
+        self.last_repropagation: PropagationResult | None = None
+
+    # ================================================================== volume
+    def set_volume(self, volume: Volume, modality: str | None = None, window: tuple[float, float] | None = None
+                   ) -> None:
+        """Start on ``volume``: fit the normaliser (per volume), reset objects, undo and the embedding cache.
+
+        ``modality`` None -> detected from the data (:func:`OncoSegLib.modality.detect_modality`); the reason is kept
+        in :attr:`modality_reason`. ``window`` = CT window (low, high) in HU.
+        """
+        from OncoSegLib.preprocessing import canonical_modality, fit_normalizer
+
+        if not isinstance(volume, Volume):
+            raise InputError("set_volume() needs an OncoSegLib Volume", "load images with OncoSegLib.io.loader")
+        if modality is None:
+            from OncoSegLib.modality import detect_modality
+
+            guess = detect_modality(volume)
+            self.modality, self.modality_reason = guess.modality, f"detected: {guess.reason}"
+        else:
+            self.modality, self.modality_reason = canonical_modality(modality), "chosen by the user"
+        self.volume = volume
+        self.normalizer = fit_normalizer(volume, self.modality, window)
+        key = json.dumps({"norm": self.normalizer.to_dict(), "S": self.predictor.image_size,
+                          "model": id(self.predictor), "shape": list(volume.array.shape)}, sort_keys=True,
+                         default=str)
+        self._prep = hashlib.sha1(key.encode()).hexdigest()[:16]
+        self.cache.clear()
+        self._objects.clear()
+        self._undo.clear()
+        self._next_id = 1
+
+    def _vol(self) -> Volume:
+        if self.volume is None:
+            raise InputError("no volume in the session", "call set_volume() first")
+        return self.volume
+
+    @property
+    def shape_kji(self) -> tuple[int, int, int]:
+        return self._vol().shape_kji
+
+    # ================================================================== encoder access
+    def pixels(self, axis: str, index: int) -> torch.Tensor:
+        """The (1, 3, S, S) model input of slice ``index`` along ``axis``."""
+        from OncoSegLib.preprocessing import to_model_input
+
+        vol = self._vol()
+        sl = get_slice(vol.array, axis, index)
+        return to_model_input(self.normalizer(sl), self.predictor.image_size)[None]
+
+    def embeddings(self, axis: str, index: int) -> Any:
+        """Cached embeddings of slice ``index`` along ``axis`` (encoded on first use)."""
+        axis = check_axis(axis)
+        key = CacheKey(axis, int(index), self._prep)
+        return self.cache.get(key, lambda: self.predictor.encode(self.pixels(axis, index)))
+
+    # ================================================================== objects
+    def add_object(self, name: str | None = None) -> ObjectId:
+        """Create an empty object and return its id (labels follow creation order: 1, 2, ...)."""
+        with self._lock:
+            self._begin("add_object", [])
+            oid = self._create(name)
+            self._action.created.append(oid)  # type: ignore[union-attr]
+            self._commit()
+            return oid
+
+    def _create(self, name: str | None) -> ObjectId:
+        vol = self._vol()
+        oid = self._next_id
+        self._next_id += 1
+        nm = str(name) if name else f"object {oid}"
+        if any(o.name == nm for o in self._objects.values()):
+            nm = f"{nm} ({oid})"
+        self._objects[oid] = _Object(id=oid, name=nm, mask=np.zeros(vol.shape_kji, dtype=bool))
+        return oid
+
+    def remove_object(self, obj: ObjectId) -> None:
+        """Delete an object (undoable)."""
+        o = self._obj(obj)
+        with self._lock:
+            self._begin("remove_object", [obj])
+            self._action.states[obj] = {"removed": o}  # type: ignore[union-attr]
+            del self._objects[obj]
+            self._commit()
+
+    @property
+    def objects(self) -> dict[ObjectId, str]:
+        """Object id -> name, in creation (label) order."""
+        return {oid: o.name for oid, o in self._objects.items()}
+
+    def _obj(self, obj: ObjectId) -> _Object:
+        try:
+            return self._objects[int(obj)]
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"no object with id {obj!r}", hint="create it with add_object()") from None
+
+    # ================================================================== undo machinery
+    def _begin(self, kind: str, objs: Sequence[ObjectId]) -> None:
+        self._action = _Action(kind=kind, objects=list(objs))
+        for oid in objs:
+            self._action.states[oid] = self._objects[oid].small_state()
+
+    def _touch(self, oid: ObjectId, ref: SliceRef) -> None:
+        act = self._action
+        if act is None or (oid, ref) in act.touched or oid in act.created:
+            return
+        if oid not in act.states:
+            act.states[oid] = self._objects[oid].small_state()
+            act.objects.append(oid)
+        act.touched.add((oid, ref))
+        plane = get_slice(self._objects[oid].mask, ref.axis, ref.index)
+        act.planes.append((oid, ref, np.packbits(plane)))
+
+    def _commit(self) -> None:
+        act = self._action
+        self._action = None
+        if act is None:
+            return
+        act.touched = set()
+        self._undo.append(act)
+        if len(self._undo) > self.undo_depth:
+            del self._undo[0]
+
+    def _abort(self) -> None:
+        """Roll back the current action (an error happened half-way)."""
+        act = self._action
+        self._action = None
+        if act is not None:
+            self._apply_undo(act)
+
+    def _write(self, oid: ObjectId, ref: SliceRef, mask2d: np.ndarray, source: str,
+               conf: tuple[float, float] | None) -> None:
+        o = self._objects[oid]
+        self._touch(oid, ref)
+        paste_slice_mask(o.mask, ref.axis, ref.index, mask2d)
+        o.source[ref] = source
+        if conf is not None:
+            o.conf[ref] = conf
+        else:
+            o.conf.pop(ref, None)
+
+    def undo(self, obj: ObjectId | None = None) -> bool:
+        """Undo the most recent step (of object ``obj`` when given). Returns False when there is nothing to undo."""
+        with self._lock:
+            for pos in range(len(self._undo) - 1, -1, -1):
+                act = self._undo[pos]
+                if obj is None or int(obj) in act.objects or int(obj) in act.created:
+                    del self._undo[pos]
+                    self._apply_undo(act)
+                    return True
+            return False
+
+    def _apply_undo(self, act: _Action) -> None:
+        for oid in act.created:
+            self._objects.pop(oid, None)
+        for oid, state in act.states.items():
+            if "removed" in state:
+                self._objects[oid] = state["removed"]
+                self._objects = dict(sorted(self._objects.items()))
+        for oid, ref, packed in reversed(act.planes):
+            o = self._objects.get(oid)
+            if o is None:
+                continue
+            shape = slice_shape(o.mask.shape, ref.axis)
+            plane = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+            paste_slice_mask(o.mask, ref.axis, ref.index, plane)
+        for oid, state in act.states.items():
+            o = self._objects.get(oid)
+            if o is None or "removed" in state:
+                continue
+            o.prompts, o.conf, o.source = state["prompts"], state["conf"], state["source"]
+            o.bounds, o.last_propagation, o.name = state["bounds"], state["last_propagation"], state["name"]
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    # ================================================================== decoding
+    def _decode_slice(self, o: _Object, ref: SliceRef) -> SliceResult:
+        """Decode all prompts of ``o`` on ``ref`` and write the plane."""
+        sp = o.prompts.get(ref, SlicePrompts())
+        hw = slice_shape(self.shape_kji, ref.axis)
+        if not sp.has_geometry:
+            if sp.mask is not None:
+                mask = np.asarray(sp.mask, dtype=bool)
+                self._write(o.id, ref, mask, "prompt", (1.0, 1.0))
+                return SliceResult(ref, mask, 1.0, 1.0)
+            mask = np.zeros(hw, dtype=bool)
+            self._write(o.id, ref, mask, "prompt", None)
+            return SliceResult(ref, mask, float("nan"), 0.0)
+        pts = np.asarray(sp.points, dtype=float).reshape(-1, 2) if sp.points else None
+        box = sp.box
+        mask_in = self.predictor.mask_to_logits(sp.mask) if sp.mask is not None else None
+        out = self._decode(ref, pts, np.asarray(sp.labels) if sp.points else None, box, mask_in)
+        self._write(o.id, ref, out.mask, "prompt", (out.iou, out.presence))
+        return SliceResult(ref, out.mask, out.iou, out.presence)
+
+    def _decode(self, ref: SliceRef, points_rc: np.ndarray | None, labels: np.ndarray | None,
+                box_rc: tuple[float, float, float, float] | None, mask_input: Any = None) -> SliceOutcome:
+        """Run the decoder on slice ``ref`` with prompts in slice pixels (row, col); mask at slice size."""
+        hw = slice_shape(self.shape_kji, ref.axis)
+        s = self.predictor.image_size
+        pts = None
+        if points_rc is not None and len(points_rc):
+            x, y = pixel_to_model(points_rc[:, 0], points_rc[:, 1], hw, s)
+            pts = np.stack([np.atleast_1d(x), np.atleast_1d(y)], axis=1)
+        box = None
+        if box_rc is not None:
+            x0, y0 = pixel_to_model(box_rc[0], box_rc[1], hw, s)
+            x1, y1 = pixel_to_model(box_rc[2], box_rc[3], hw, s)
+            box = (x0, y0, x1, y1)
+        emb = self.embeddings(ref.axis, ref.index)
+        pred = self.predictor.predict(emb, points=pts, labels=labels, box=box, mask_input=mask_input, out_hw=hw)
+        return SliceOutcome(mask=np.asarray(pred.mask, dtype=bool), iou=float(pred.iou), presence=float(pred.presence))
+
+    def _prompt_action(self, obj: ObjectId, kind: str, ref: SliceRef, edit: Callable[[SlicePrompts], None]
+                       ) -> SliceResult:
+        o = self._obj(obj)
+        with self._lock:
+            self._begin(kind, [o.id])
+            try:
+                sp = o.prompts.setdefault(ref, SlicePrompts())
+                edit(sp)
+                res = self._decode_slice(o, ref)
+                self._maybe_repropagate(o, ref)
+            except BaseException:
+                self._abort()
+                raise
+            self._commit()
+            return res
+
+    def _ref_from_ijk(self, ijk: Sequence[float], axis: str, what: str) -> tuple[SliceRef, float, float]:
+        axis = check_axis(axis)
+        check_ijk_inside(ijk, self.shape_kji, what)
+        index, row, col = ijk_to_slice(ijk, axis)
+        return SliceRef(axis, int(round(index))), row, col
+
+    # ================================================================== prompts
+    def add_point(self, obj: ObjectId, ijk: Sequence[float], positive: bool = True, axis: str = "axial"
+                  ) -> SliceResult:
+        """Click at voxel ``ijk`` (i, j, k) on the slice through it along ``axis``; re-decodes that slice."""
+        ref, row, col = self._ref_from_ijk(ijk, axis, "point")
+
+        def edit(sp: SlicePrompts) -> None:
+            sp.points.append((row, col))
+            sp.labels.append(1 if positive else 0)
+
+        return self._prompt_action(obj, "point", ref, edit)
+
+    def add_box(self, obj: ObjectId, ijk_min: Sequence[float], ijk_max: Sequence[float], axis: str = "axial"
+                ) -> SliceResult:
+        """Box with corners at voxel centres ``ijk_min``..``ijk_max`` (inclusive). A box spanning several slices
+        along ``axis`` (3D) prompts its centre slice and bounds that object's propagation to its slice range.
+        A new box on a slice replaces the previous box there."""
+        axis = check_axis(axis)
+        check_ijk_inside(ijk_min, self.shape_kji, "box min corner")
+        check_ijk_inside(ijk_max, self.shape_kji, "box max corner")
+        a = ijk_to_slice(ijk_min, axis)
+        b = ijk_to_slice(ijk_max, axis)
+        lo, hi = sorted((int(round(a[0])), int(round(b[0]))))
+        r0, r1 = sorted((a[1], b[1]))
+        c0, c1 = sorted((a[2], b[2]))
+        ref = SliceRef(axis, (lo + hi) // 2)
+        o = self._obj(obj)
+
+        def edit(sp: SlicePrompts) -> None:
+            sp.box = (r0, c0, r1, c1)
+            if hi > lo:
+                o.bounds[axis] = (lo, hi)
+
+        return self._prompt_action(obj, "box", ref, edit)
+
+    def add_scribble(self, obj: ObjectId, points_ijk: Sequence[Sequence[float]], positive: bool = True,
+                     axis: str = "axial") -> SliceResult:
+        """A polyline of voxel positions on one slice; sampled into ``scribble_points`` clicks (module docstring)."""
+        axis = check_axis(axis)
+        pts = np.asarray(points_ijk, dtype=float).reshape(-1, 3)
+        if len(pts) == 0:
+            raise InputError("a scribble needs at least one point")
+        refs = set()
+        for n, p in enumerate(pts, start=1):
+            refs.add(self._ref_from_ijk(p, axis, f"scribble vertex {n}")[0])
+        if len(refs) != 1:
+            raise InputError(f"a scribble must lie on one {axis} slice; its vertices span slices "
+                             f"{sorted(r.index for r in refs)}", hint=f"draw it on a single {axis} slice")
+        ref = refs.pop()
+        samples = [ijk_to_slice(p, axis)[1:] for p in scribble_samples(pts, self.scribble_points)]
+
+        def edit(sp: SlicePrompts) -> None:
+            for r, c in samples:
+                sp.points.append((r, c))
+                sp.labels.append(1 if positive else 0)
+
+        return self._prompt_action(obj, "scribble", ref, edit)
+
+    def add_mask(self, obj: ObjectId, mask: np.ndarray, axis: str = "axial", index: int = 0) -> SliceResult:
+        """Set the object's mask on slice ``index`` along ``axis`` to ``mask`` (H, W) (slice layout of slicing)."""
+        axis = check_axis(axis)
+        hw = slice_shape(self.shape_kji, axis)
+        m = np.asarray(mask)
+        if m.shape != hw:
+            raise InputError(f"mask of shape {m.shape} does not fit the {axis} slice shape {hw}")
+        n = num_slices(self.shape_kji, axis)
+        if not 0 <= int(index) < n:
+            raise InputError(f"slice index {index} is outside the {axis} range 0..{n - 1}")
+        ref = SliceRef(axis, int(index))
+
+        def edit(sp: SlicePrompts) -> None:
+            sp.points.clear()
+            sp.labels.clear()
+            sp.box = None
+            sp.mask = m.astype(bool).copy()
+
+        return self._prompt_action(obj, "mask", ref, edit)
+
+    def add_text(self, text: str, axis: str = "axial", index: int | None = None, score_threshold: float = 0.5,
+                 max_instances: int | None = None, name: str | None = None) -> list[TextInstance]:
+        """Find every instance of ``text`` on one slice (middle slice when ``index`` is None); each instance with
+        score >= ``score_threshold`` becomes a new object (named ``name`` or the text, numbered when several)."""
+        axis = check_axis(axis)
+        n = num_slices(self.shape_kji, axis)
+        idx = n // 2 if index is None else int(index)
+        if not 0 <= idx < n:
+            raise InputError(f"slice index {idx} is outside the {axis} range 0..{n - 1}")
+        if not hasattr(self.predictor, "detect_text"):
+            raise InputError("this predictor cannot run text prompts")
+        ref = SliceRef(axis, idx)
+        hw = slice_shape(self.shape_kji, axis)
+        emb = self.predictor.encode(self.pixels(axis, idx), with_detector=True)
+        key = CacheKey(axis, idx, self._prep)
+        if key not in self.cache:
+            self.cache.put(key, emb)
+        dets = self.predictor.detect_text(emb, text, score_threshold=score_threshold, out_hw=hw,
+                                          max_instances=max_instances)
+        base = name or str(text).strip()
+        out: list[TextInstance] = []
+        with self._lock:
+            self._begin("text", [])
+            try:
+                for m, det in enumerate(dets, start=1):
+                    oid = self._create(base if len(dets) == 1 else f"{base} {m}")
+                    self._action.created.append(oid)  # type: ignore[union-attr]
+                    o = self._objects[oid]
+                    mask = np.asarray(det.mask, dtype=bool)
+                    o.prompts[ref] = SlicePrompts(mask=mask.copy())
+                    self._write(oid, ref, mask, "prompt", (float("nan"), float(det.score)))
+                    out.append(TextInstance(oid, o.name, float(det.score), mask, ref))
+            except BaseException:
+                self._abort()
+                raise
+            self._commit()
+        return out
+
+    # ================================================================== results
+    def result(self, obj: ObjectId) -> np.ndarray:
+        """The object's mask, bool (K, J, I) in the volume's grid (a copy)."""
+        return self._obj(obj).mask.copy()
+
+    def label_map(self) -> np.ndarray:
+        """All objects as one label map (K, J, I): 0 background, object labels 1..N in creation order; later
+        objects win where masks overlap. uint8 up to 255 objects, else uint16."""
+        shape = self.shape_kji
+        dtype = np.uint8 if len(self._objects) <= 255 else np.uint16
+        out = np.zeros(shape, dtype=dtype)
+        for label, o in enumerate(self._objects.values(), start=1):
+            out[o.mask] = label
+        return out
+
+    def label_names(self) -> dict[int, str]:
+        """Label value in :meth:`label_map` -> object name."""
+        return {label: o.name for label, o in enumerate(self._objects.values(), start=1)}
+
+    def object_id(self, name: str) -> ObjectId:
+        """The id of the object called ``name``."""
+        for oid, o in self._objects.items():
+            if o.name == name:
+                return oid
+        raise InputError(f"no object named {name!r}")
+
+    def confidence(self, obj: ObjectId) -> ObjectConfidence:
+        """Mean predicted IoU and presence over the object's non-empty slices, with a low-confidence flag."""
+        o = self._obj(obj)
+        ious, pres = [], []
+        for ref, (iou, presence) in o.conf.items():
+            if get_slice(o.mask, ref.axis, ref.index).any():
+                if np.isfinite(iou):
+                    ious.append(iou)
+                pres.append(presence)
+        iou = float(np.mean(ious)) if ious else float("nan")
+        presence = float(np.mean(pres)) if pres else 0.0
+        low = (not pres) or presence < self.presence_threshold or (ious != [] and iou < self.iou_threshold)
+        return ObjectConfidence(iou=iou, presence=presence, low=bool(low), slices=len(pres))
+
+    def slice_confidence(self, obj: ObjectId) -> dict[SliceRef, tuple[float, float]]:
+        """Per-slice (predicted IoU, presence) of an object."""
+        return dict(self._obj(obj).conf)
+
+    def anchors(self, obj: ObjectId, axis: str = "axial") -> list[int]:
+        """Slice indices along ``axis`` where the object holds prompts."""
+        axis = check_axis(axis)
+        return sorted(r.index for r in self._obj(obj).prompts if r.axis == axis)
+
+    # ================================================================== propagation
+    def _default_axis(self, o: _Object) -> str:
+        if o.prompts:
+            return next(reversed(o.prompts)).axis
+        return "axial"
+
+    def _stepper(self, method: str, axis: str, margin: float) -> Any:
+        def decode(index: int, pts: Any, labels: Any, box: Any) -> SliceOutcome:
+            return self._decode(SliceRef(axis, index), pts, labels, box)
+
+        if method == "centroid":
+            return CentroidStepper(decode)
+        if method == "box":
+            return BoxStepper(decode, margin)
+        n = num_slices(self.shape_kji, axis)
+        return MemoryStepper(self.predictor, lambda i: self.embeddings(axis, i), lambda i: self.pixels(axis, i), n,
+                             slice_shape(self.shape_kji, axis))
+
+    def _run_object(self, o: _Object, axis: str, method: str, direction: str, min_area: int, margin: float,
+                    progress: ProgressCallback | None, cancel: CancelToken | None, res: PropagationResult,
+                    only_from: int | None = None, agree_dice: float | None = None, done0: int = 0,
+                    total: int | None = None, segments: Any = None) -> None:
+        n = num_slices(self.shape_kji, axis)
+        anchors = [r.index for r in o.prompts if r.axis == axis]
+        lo, hi = o.bounds.get(axis, (0, n - 1))
+        segs = segments if segments is not None else plan_segments(anchors, n, direction, lo, hi, only_from)
+        stepper = self._stepper(method, axis, margin)
+
+        def write(idx: int, out: SliceOutcome) -> None:
+            self._write(o.id, SliceRef(axis, idx), out.mask, "propagated", (out.iou, out.presence))
+
+        def clear(idx: int) -> None:
+            ref = SliceRef(axis, idx)
+            if o.source.get(ref) == "propagated":
+                self._write(o.id, ref, np.zeros(slice_shape(self.shape_kji, axis), dtype=bool), "propagated", None)
+                o.source.pop(ref, None)
+
+        def previous(idx: int) -> np.ndarray | None:
+            ref = SliceRef(axis, idx)
+            if o.source.get(ref) != "propagated":
+                return None
+            return np.array(get_slice(o.mask, axis, idx), dtype=bool)
+
+        run_segments(segs, stepper, lambda a: np.array(get_slice(o.mask, axis, a), dtype=bool), write, clear,
+                     previous if agree_dice is not None else None, min_area=min_area, agree_dice=agree_dice,
+                     progress=progress, cancel=cancel, result=res, obj_id=o.id, done0=done0, total=total)
+
+    def propagate(self, obj: ObjectId | None = None, direction: str = "both", method: str = "memory",
+                  axis: str | None = None, progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None, min_area: int = 1, margin: float = 0.1) -> PropagationResult:
+        """Propagate object ``obj`` (all objects when None, one after another) through the volume.
+
+        Args:
+            direction: "both", "forward" (increasing slice index) or "backward".
+            method: "memory" (SAM3 video tracker), "centroid" or "box" (see :mod:`OncoSegLib.propagation`).
+            axis: slicing axis; None = the axis of the object's latest prompt.
+            progress: ``(done, total, message)`` callback, once per slice.
+            cancel: a :class:`CancelToken`; on cancel the slices done so far are kept and ``result.cancelled``.
+            min_area: a slice whose mask has fewer pixels ends the chain (the object vanished).
+            margin: box method margin as a fraction of the previous box side.
+        Returns a :class:`PropagationResult` (one undo step covers the whole call).
+        """
+        direction = check_direction(direction)
+        method = check_method(method)
+        ids = [self._obj(obj).id] if obj is not None else list(self._objects)
+        res = PropagationResult(objects=list(ids))
+        plans = []
+        for oid in ids:
+            o = self._objects[oid]
+            ax = check_axis(axis) if axis is not None else self._default_axis(o)
+            if not any(r.axis == ax for r in o.prompts):
+                raise InputError(f"object {o.name!r} has no prompt on a {ax} slice to propagate from",
+                                 hint="add a point, box, scribble, mask or text prompt first")
+            n = num_slices(self.shape_kji, ax)
+            lo, hi = o.bounds.get(ax, (0, n - 1))
+            segs = plan_segments([r.index for r in o.prompts if r.axis == ax], n, direction, lo, hi)
+            plans.append((o, ax, segs))
+        total = sum(len(s.indices()) for _, _, segs in plans for s in segs)
+        with self._lock:
+            self._begin("propagate", ids)
+            try:
+                for o, ax, segs in plans:
+                    done0 = len(res.processed)
+                    self._run_object(o, ax, method, direction, min_area, margin, progress, cancel, res,
+                                     done0=done0, total=total, segments=segs)
+                    o.last_propagation = {"axis": ax, "method": method, "direction": direction,
+                                          "min_area": int(min_area), "margin": float(margin)}
+            except BaseException:
+                self._commit()  # keep what was done (undoable) and re-raise
+                raise
+            self._commit()
+        return res
+
+    def _maybe_repropagate(self, o: _Object, ref: SliceRef) -> None:
+        lp = o.last_propagation
+        if not self.auto_repropagate or not lp or lp["axis"] != ref.axis:
+            return
+        res = PropagationResult(objects=[o.id])
+        self._run_object(o, ref.axis, lp["method"], lp["direction"], lp["min_area"], lp["margin"], None, None, res,
+                         only_from=ref.index, agree_dice=0.98)
+        self.last_repropagation = res
+
+
+__all__ = ["SegmentationSession", "SliceResult", "TextInstance", "ObjectConfidence", "SlicePrompts", "ObjectId"]

@@ -1,0 +1,172 @@
+"""Which Python packages OncoSeg needs inside 3D Slicer, and exactly how to install them without harm.
+
+Decisions (all pure, so they are tested without Slicer):
+- torch comes from Slicer's PyTorch extension (``PyTorchUtils``), which picks the CUDA/CPU wheel; we only pass a
+  version requirement.
+- everything else goes through ``slicer.util.pip_install`` with a floor AND a ceiling (a future major release
+  cannot break the module), after the user confirmed in a first-use dialog, on the main thread;
+- packages Slicer itself ships (numpy, SimpleITK, VTK, scipy, pydicom, highdicom, requests, ...) are never
+  installed, upgraded or replaced: they are pinned at their installed versions in a pip constraints file passed with
+  every install, so a dependency that wants another numpy makes pip fail with a message instead of silently
+  breaking Slicer. When one of them is older than OncoSeg needs, the plan says so (the user updates Slicer).
+
+The argument list works with Slicer 5.10's ``pip_install(requirements)`` (a list of pip arguments) and with newer
+versions, whose ``pip_install`` accepts the same list.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from packaging.requirements import Requirement
+from packaging.version import InvalidVersion, Version
+
+#: torch requirement handed to PyTorchUtils (the PyTorch extension chooses the wheel for the GPU/driver)
+TORCH_REQUIREMENT = ">=2.4"
+
+#: what OncoSegLib needs besides torch and Slicer's own packages; floor AND ceiling on each
+REQUIREMENTS: tuple[str, ...] = (
+    "transformers>=5.0,<6",
+    "peft>=0.17,<1",
+    "huggingface_hub>=0.34,<2",
+    "safetensors>=0.4,<1",
+    "nibabel>=5.0,<6",
+    "pyyaml>=6.0,<7",
+)
+
+#: packages Slicer ships in its own Python (read from Slicer's SuperBuild/External_python-*.cmake, main 2026-08):
+#: never installed, upgraded or replaced by OncoSeg. Names are PEP 503 normalised.
+SLICER_OWNED: frozenset[str] = frozenset({
+    "numpy", "scipy", "simpleitk", "vtk", "pip", "setuptools", "wheel",
+    "pydicom", "six", "pillow", "retrying", "dicomweb-client", "dcmqi", "highdicom", "pyjpegls", "typing-extensions",
+    "chardet", "couchdb", "gitdb", "smmap", "gitpython",
+    "cryptography", "pyjwt", "wrapt", "deprecated", "pycparser", "cffi", "pynacl", "python-dateutil", "pygithub",
+    "packaging", "pyparsing",
+    "certifi", "idna", "charset-normalizer", "urllib3", "requests",
+    # owned by the PyTorch extension
+    "torch", "torchvision",
+})
+
+#: minimum versions OncoSeg needs of packages Slicer owns (checked, never installed)
+SLICER_OWNED_FLOORS: dict[str, str] = {"numpy": "1.24", "scipy": "1.10", "pydicom": "3.0", "highdicom": "0.23",
+                                       "pillow": "9.0"}
+
+
+def normalize(name: str) -> str:
+    """PEP 503 normalised distribution name ("PyYAML" -> "pyyaml", "huggingface_hub" -> "huggingface-hub")."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass
+class InstallPlan:
+    """What the first-use dialog shows and what the module then runs.
+
+    Attributes:
+        torch_action: "ok", "install" (not installed) or "upgrade" (installed but outside TORCH_REQUIREMENT;
+            the user must update it through the PyTorch extension).
+        torch_requirement: the version requirement to pass to PyTorchUtils.
+        to_install: requirement strings pip will install (missing or outside their range).
+        pip_args: the full argument list for ``slicer.util.pip_install`` (empty when nothing to install).
+        constraints_text: content of the constraints file named in ``pip_args`` (Slicer's packages pinned).
+        owned_too_old: messages for Slicer-owned packages older than OncoSeg needs (never upgraded by us).
+        versions: lines "name: installed version (required)" for the dialog.
+    """
+
+    torch_action: str
+    torch_requirement: str
+    to_install: list[str] = field(default_factory=list)
+    pip_args: list[str] = field(default_factory=list)
+    constraints_text: str = ""
+    owned_too_old: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.torch_action == "ok" and not self.to_install
+
+    def summary(self) -> str:
+        """Multi-line text for the confirmation dialog."""
+        lines = ["Installed versions:", *[f"  {v}" for v in self.versions]]
+        if self.torch_action != "ok":
+            lines.append(f"PyTorch {self.torch_requirement} will be {'installed' if self.torch_action == 'install' else 'updated'} "
+                         "through the PyTorch extension (it picks the GPU or CPU build).")
+        if self.to_install:
+            lines.append("To install with pip: " + ", ".join(self.to_install))
+        if self.owned_too_old:
+            lines.append("Slicer's own packages are never changed by OncoSeg; these are too old: "
+                         + "; ".join(self.owned_too_old) + ". Please use a newer Slicer.")
+        return "\n".join(lines)
+
+
+def _satisfies(version: str | None, spec: str) -> bool:
+    if version is None:
+        return False
+    try:
+        return Requirement("x" + spec).specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return False
+
+
+def plan_install(installed: Mapping[str, str], constraints_path: str,
+                 requirements: Sequence[str] = REQUIREMENTS, torch_requirement: str = TORCH_REQUIREMENT,
+                 owned: frozenset[str] = SLICER_OWNED) -> InstallPlan:
+    """Decide what to install.
+
+    Args:
+        installed: distribution name -> installed version (``importlib.metadata``; any spelling of names).
+        constraints_path: where the module will write ``constraints_text`` (named in ``pip_args``).
+        requirements: requirement strings, each with a floor and a ceiling.
+        torch_requirement: version specifier for torch.
+        owned: normalised names of packages never to install/upgrade.
+
+    Raises ValueError when a requirement lacks a floor or a ceiling, or names a package Slicer owns (a programming
+    error caught by the tests).
+    """
+    inst = {normalize(k): v for k, v in installed.items()}
+    plan = InstallPlan(torch_action="ok", torch_requirement=torch_requirement)
+
+    tv = inst.get("torch")
+    if tv is None:
+        plan.torch_action = "install"
+    elif not _satisfies(tv.split("+")[0], torch_requirement):
+        plan.torch_action = "upgrade"
+    plan.versions.append(f"torch: {tv or 'not installed'} (needs {torch_requirement}, from the PyTorch extension)")
+
+    for spec in requirements:
+        req = Requirement(spec)
+        name = normalize(req.name)
+        ops = {s.operator for s in req.specifier}
+        if not ops & {">=", ">", "~=", "=="} or not ops & {"<", "<=", "~=", "=="}:
+            raise ValueError(f"requirement {spec!r} needs a floor and a ceiling")
+        if name in owned:
+            raise ValueError(f"{req.name} is owned by Slicer and must not be installed by OncoSeg")
+        have = inst.get(name)
+        ok = have is not None and _satisfies(have, str(req.specifier))
+        plan.versions.append(f"{req.name}: {have or 'not installed'} (needs {req.specifier})")
+        if not ok:
+            plan.to_install.append(spec)
+
+    for name, floor in sorted(SLICER_OWNED_FLOORS.items()):
+        have = inst.get(name)
+        if have is not None and not _satisfies(have, f">={floor}"):
+            plan.owned_too_old.append(f"{name} {have} < {floor}")
+        plan.versions.append(f"{name}: {have or 'not installed'} (Slicer's; needs >={floor})")
+
+    pins = sorted((n, v) for n, v in inst.items() if n in owned and n not in ("pip", "setuptools", "wheel"))
+    plan.constraints_text = "".join(f"{n}=={v}\n" for n, v in pins)
+    if plan.to_install:
+        # torch/torchvision pinned too: a dependency must not swap the PyTorch extension's CUDA build
+        plan.pip_args = [*plan.to_install, "--constraint", constraints_path]
+    return plan
+
+
+def read_requirements_file(text: str) -> list[str]:
+    """Requirement lines of a requirements.txt (comments and blanks dropped)."""
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(line)
+    return out

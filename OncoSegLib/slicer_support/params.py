@@ -1,0 +1,121 @@
+"""Module settings: the choices the GUI offers, their defaults, and a string form for storage.
+
+The Slicer module declares its ``@parameterNodeWrapper`` fields from the tuples here (one source of truth), and
+uses :class:`ModuleSettings` to move settings between the parameter node, the console Logic and tests. Stored
+values from an older or hand-edited scene that are no longer valid fall back to the default and are reported, never
+raised: a scene must always load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+MODALITY_CHOICES: tuple[str, ...] = ("auto", "ct", "mri", "pet", "ultrasound", "xray", "chest_xray", "mammography",
+                                     "dermoscopy", "endoscopy", "srh")
+DIRECTION_CHOICES: tuple[str, ...] = ("both", "forward", "backward")
+METHOD_CHOICES: tuple[str, ...] = ("memory", "centroid", "box")
+OVERWRITE_CHOICES: tuple[str, ...] = ("protect", "overwrite", "overlap")
+AXIS_CHOICES: tuple[str, ...] = ("auto", "axial", "coronal", "sagittal")
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "mps", "cpu")
+
+#: human-readable labels for the choices (the GUI shows these; values stay the keys above)
+CHOICE_LABELS: dict[str, str] = {
+    "auto": "Auto", "ct": "CT", "mri": "MRI", "pet": "PET", "ultrasound": "Ultrasound", "xray": "X-ray",
+    "chest_xray": "Chest X-ray", "mammography": "Mammography", "dermoscopy": "Dermoscopy",
+    "endoscopy": "Endoscopy", "srh": "SRH (histology)",
+    "both": "Both directions", "forward": "Forward (+k)", "backward": "Backward (-k)",
+    "memory": "Memory (SAM3 tracker)", "centroid": "Centroid reseed", "box": "Previous-mask box",
+    "protect": "Keep other segments", "overwrite": "Overwrite other segments", "overlap": "Allow overlap",
+    "axial": "Axial (k)", "coronal": "Coronal (j)", "sagittal": "Sagittal (i)",
+    "cuda": "CUDA GPU", "mps": "Apple GPU", "cpu": "CPU",
+}
+
+
+@dataclass
+class ModuleSettings:
+    """Everything a user chooses in the module panel besides node selections and prompts.
+
+    Attributes:
+        modality: "auto" (detect from the image) or one of OncoSeg's modality names.
+        model: registry name ("latest", "liver", ...) or a local file/folder path.
+        propagateDirection, propagateMethod: arguments of ``SegmentationSession.propagate``.
+        overwritePolicy: how new voxels treat other segments: "protect" (never take their voxels),
+            "overwrite" (take them), "overlap" (both keep them).
+        promptAxis: slicing axis for new prompts; "auto" = the axis of the slice view clicked in.
+        device: "auto" (cuda, then mps, then cpu) or a device name.
+        lowConfidence: predicted IoU below which a segment is flagged (0-1).
+    """
+
+    modality: str = "auto"
+    model: str = "latest"
+    propagateDirection: str = "both"
+    propagateMethod: str = "memory"
+    overwritePolicy: str = "protect"
+    promptAxis: str = "auto"
+    device: str = "auto"
+    lowConfidence: float = 0.5
+
+    _CHOICES = {
+        "modality": MODALITY_CHOICES, "propagateDirection": DIRECTION_CHOICES, "propagateMethod": METHOD_CHOICES,
+        "overwritePolicy": OVERWRITE_CHOICES, "promptAxis": AXIS_CHOICES, "device": DEVICE_CHOICES,
+    }
+
+    def to_strings(self) -> dict[str, str]:
+        """Flat str -> str form (vtkMRMLScriptedModuleNode parameters, QSettings)."""
+        return {f.name: (repr(float(getattr(self, f.name))) if f.type in ("float", float) else str(getattr(self, f.name)))
+                for f in fields(self)}
+
+    @classmethod
+    def from_strings(cls, values: dict[str, Any]) -> tuple["ModuleSettings", list[str]]:
+        """Parse stored strings; returns the settings and a list of warnings for values replaced by defaults."""
+        out = cls()
+        warnings: list[str] = []
+        for f in fields(cls):
+            if f.name not in values or values[f.name] is None:
+                continue
+            raw = values[f.name]
+            default = getattr(out, f.name)
+            if isinstance(default, float):
+                try:
+                    v = float(raw)
+                except (TypeError, ValueError):
+                    warnings.append(f"{f.name}={raw!r} is not a number; using {default}")
+                    continue
+                if not 0.0 <= v <= 1.0:
+                    warnings.append(f"{f.name}={v} is outside 0..1; using {default}")
+                    continue
+                setattr(out, f.name, v)
+                continue
+            v = str(raw).strip()
+            choices = cls._CHOICES.get(f.name)
+            if choices is not None and v not in choices:
+                warnings.append(f"{f.name}={v!r} is not one of {list(choices)}; using {default!r}")
+                continue
+            if f.name == "model" and not v:
+                warnings.append(f"empty model; using {default!r}")
+                continue
+            setattr(out, f.name, v)
+        return out, warnings
+
+
+def resolve_modality(choice: str, detected: str | None) -> str | None:
+    """The modality to run with: the user's explicit choice, else the detected one (None = let the engine decide)."""
+    if choice and choice != "auto":
+        return choice
+    return detected
+
+
+def modality_status(choice: str, guess_modality: str | None, guess_confidence: float | None,
+                    guess_reason: str | None) -> str:
+    """One line for the GUI: what modality will be used and why (detected reason, or the user's override)."""
+    det = CHOICE_LABELS.get(guess_modality or "", guess_modality or "unknown")
+    if choice and choice != "auto":
+        chosen = CHOICE_LABELS.get(choice, choice)
+        if guess_modality and guess_modality != choice:
+            return f"Using {chosen} (set by you; detected {det})"
+        return f"Using {chosen} (set by you)"
+    if not guess_modality:
+        return "Modality: not detected yet (select an input volume)"
+    conf = "" if guess_confidence is None else f", {100 * guess_confidence:.0f}%"
+    return f"Detected {det}{conf}: {guess_reason or 'no reason given'}"
