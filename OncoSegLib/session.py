@@ -512,6 +512,7 @@ class SegmentationSession:
             self.cache.put(key, emb)
         dets = self.predictor.detect_text(emb, text, score_threshold=score_threshold, out_hw=hw,
                                           max_instances=max_instances)
+        dets = [d for d in dets if np.asarray(d.mask).any()]  # an instance with no pixel at slice size is no object
         base = name or str(text).strip()
         out: list[TextInstance] = []
         with self._lock:

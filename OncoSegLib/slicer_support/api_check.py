@@ -1,0 +1,117 @@
+"""List the Slicer / Qt / CTK / VTK names a Python module uses, by reading its syntax tree (nothing is imported).
+
+Used by the API-name test: every name OncoSeg.py calls must appear in ``Testing/slicer_api_names.json``, a list
+assembled from Slicer's, SlicerRT's and PyTorchUtils' real source (with repository, path and commit per name).
+
+Kinds of names reported:
+- ``"qualified"``: attribute chains rooted at an imported Slicer-side module, normalised to the module path, e.g.
+  ``slicer.util.arrayFromVolume``, ``qt.QTimer``, ``vtk.vtkMatrix4x4``, ``slicer.vtkMRMLSegmentationNode.
+  GetReferenceImageGeometryReferenceRole``, ``PyTorchUtils.PyTorchUtilsLogic.installTorch`` (a call in the chain,
+  ``X().y``, is read as ``X.y``); names imported with ``from slicer... import`` resolve to their full path;
+- ``"class"``: MRML class names given as strings (``AddNewNodeByClass("vtkMRMLSegmentationNode")``);
+- ``"vtk_method"``: ``obj.Method(...)`` calls with a VTK-style capitalised name on any other object (MRML nodes,
+  VTK objects): the name must exist as a method of some indexed class;
+- ``"qt_method"``: ``self.ui.<widget>.<method>(...)`` calls and ``.connect(...)`` signal names on widgets.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+#: top-level modules whose names are checked
+ROOTS = ("slicer", "qt", "ctk", "vtk", "PyTorchUtils", "DicomRtImportExportPlugin", "DICOMLib", "SampleData")
+
+_VTK_METHOD = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+_MRML_CLASS = re.compile(r"^(vtkMRML|vtkSlicer|vtkSegment|vtkOriented|qSlicer|qMRML)[A-Za-z0-9]+$")
+_SIGNAL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\(")
+
+
+@dataclass(frozen=True)
+class UsedName:
+    kind: str  # qualified, class, vtk_method, qt_method
+    name: str
+    line: int
+
+
+def _chain(node: ast.AST) -> list[str] | None:
+    """Attribute chain ``a.b().c`` -> ["a", "b", "c"]; None when rooted at something other than a Name."""
+    parts: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Call):
+            node = node.func
+        elif isinstance(node, ast.Name):
+            parts.append(node.id)
+            return parts[::-1]
+        else:
+            return None
+
+
+def used_names(source: str) -> list[UsedName]:
+    """All checked names used in ``source`` (a module's text), in order of appearance, duplicates removed."""
+    tree = ast.parse(source)
+    alias: dict[str, str] = {}  # local name -> qualified name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in ROOTS:
+                    alias[a.asname or a.name.split(".")[0]] = a.asname and a.name or a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ROOTS:
+            for a in node.names:
+                if a.name != "*":
+                    alias[a.asname or a.name] = f"{node.module}.{a.name}"
+    out: list[UsedName] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(kind: str, name: str, line: int) -> None:
+        if (kind, name) not in seen:
+            seen.add((kind, name))
+            out.append(UsedName(kind, name, line))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ROOTS:
+            for a in node.names:
+                if a.name != "*":
+                    add("qualified", f"{node.module}.{a.name}", node.lineno)
+        if isinstance(node, ast.Attribute):
+            chain = _chain(node)
+            if chain and chain[0] in alias:
+                add("qualified", ".".join([alias[chain[0]], *chain[1:]]), node.lineno)
+        if isinstance(node, ast.Name) and node.id in alias and isinstance(node.ctx, ast.Load):
+            add("qualified", alias[node.id], node.lineno)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _MRML_CLASS.match(node.value):
+            add("class", node.value, node.lineno)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            chain = _chain(node.func)
+            meth = node.func.attr
+            if chain is None or chain[0] not in alias:
+                if _VTK_METHOD.match(meth):
+                    add("vtk_method", meth, node.lineno)
+                if chain and chain[:2] == ["self", "ui"] and len(chain) >= 4:
+                    add("qt_method", meth, node.lineno)
+                if meth == "connect" and node.args and isinstance(node.args[0], ast.Constant) \
+                        and isinstance(node.args[0].value, str):
+                    m = _SIGNAL.match(node.args[0].value)
+                    if m:
+                        add("qt_method", m.group(1), node.lineno)
+        if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Load):
+            chain = _chain(node)
+            if chain and chain[:2] == ["self", "ui"] and len(chain) >= 4:
+                add("qt_method", node.attr, node.lineno)  # property assignment, e.g. button.enabled = ...
+    return _drop_prefixes(out)
+
+
+def _drop_prefixes(names: list[UsedName]) -> list[UsedName]:
+    """Keep only the longest chains: ``slicer.util.loadUI`` makes ``slicer.util`` and ``slicer`` redundant."""
+    q = {n.name for n in names if n.kind == "qualified"}
+    return [n for n in names if n.kind != "qualified" or not any(o.startswith(n.name + ".") for o in q)]
+
+
+def used_names_in_file(path: str | Path) -> list[UsedName]:
+    """:func:`used_names` of a file."""
+    return used_names(Path(path).read_text(encoding="utf-8"))
