@@ -742,7 +742,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         volumeNode.GetIJKToRASMatrix(ijkToRas)
         image.SetImageToWorldMatrix(ijkToRas)
         extent = oncoGeometry.extent_from_bbox(update.bbox)
-        image.SetExtent(*extent)
+        image.SetExtent(list(extent))  # the int[6] overload exists in VTK 9.x and main
         image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
         values = vtk.util.numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
         values[:] = update.values.astype(np.uint8).ravel()

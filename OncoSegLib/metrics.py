@@ -11,9 +11,9 @@ Masks: any non-zero voxel is foreground. Label maps (:func:`evaluate_label_maps`
 Definitions (binary masks P = prediction, G = truth):
 - Dice = 2|P∩G| / (|P| + |G|); IoU = |P∩G| / |P∪G|.
 - Surface (boundary) voxels: foreground voxels with at least one 6-connected (4-connected in 2D) background
-  neighbour or on the array border. A single-slice ``(1, J, I)`` array (a 2D image held as a Volume) is measured
-  as the 2D image ``(J, I)`` — otherwise every pixel would count as surface — ``mask XOR binary_erosion(mask)``, the definition MONAI's
-  ``get_mask_edges`` uses without sub-voxels. Distances between boundary-voxel *centres* in mm
+  neighbour or on the array border — ``mask XOR binary_erosion(mask)``, the definition MONAI's ``get_mask_edges``
+  uses without sub-voxels. A single-slice ``(1, J, I)`` array (a 2D image held as a Volume) is measured as the 2D
+  image ``(J, I)``; otherwise every pixel would count as surface. Distances between boundary-voxel *centres* in mm
   (exact Euclidean distance transform, ``scipy.ndimage.distance_transform_edt`` with ``sampling=spacing``;
   boxes over :data:`EDT_MAX_VOXELS` use a ``scipy.spatial.cKDTree`` on boundary voxels in mm — the same exact
   distances in memory proportional to the boundary instead of the box).
@@ -224,7 +224,7 @@ class RecistResult:
         short_axis_mm: longest diameter perpendicular to that long axis, on the same slice.
         slice_index: k of that slice, None when the mask is empty.
         long_axis_ijk, short_axis_ijk: end points as continuous IJK indices ((i, j, k) rows, shape (2, 3)); map them
-            with ``Volume.ijk_to_ras_points``-style matrices to draw line markups. Empty arrays when empty.
+            with ``volume.ijk_to_lps_points`` (or ``ijk_to_ras``) to draw line markups. Empty arrays when empty.
     """
 
     long_axis_mm: float

@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"oncoseg {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `oncoseg metrics ... | head`: the reader left; not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         print(f"oncoseg {args.verb}: cancelled", file=sys.stderr)
         return 130

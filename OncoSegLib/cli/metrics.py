@@ -4,7 +4,8 @@ Prints a table, or with ``--json`` one JSON object::
 
     {"tolerance_mm": 2.0, "spacing_ijk_mm": [si, sj, sk], "cvpr_rule": false,
      "labels": {"1": {"dice": ..., "iou": ..., "nsd": ..., "hd95": ..., "volume_ml": ..., "volume_gt_ml": ...,
-                      "recist_long_mm": ..., "recist_short_mm": ..., "recist_gt_long_mm": ..., "recist_gt_short_mm": ...}}}
+                      "recist_long_mm": ..., "recist_short_mm": ...,
+                      "recist_gt_long_mm": ..., "recist_gt_short_mm": ...}}}
 
 ``hd95`` is ``null`` when exactly one of the two masks of a label is empty (infinite distance). Definitions:
 :mod:`OncoSegLib.metrics`.

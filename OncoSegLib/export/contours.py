@@ -244,7 +244,7 @@ def trace_slice(mask: np.ndarray, keyhole: bool = False) -> list[Contour]:
     loops = _trace_loops(padded)
     areas = [polygon_area(lp.astype(float)) for lp in loops]
     # corner (x, y) of the padded array -> pixel-index coordinates of the original slice
-    off = np.array([c0 - 1 - 0.5, r0 - 1 - 0.0])
+    off = np.array([c0 - 1 - 0.5, r0 - 1 - 0.5])
     if keyhole:
         return [Contour(points=p + off, is_hole=False) for p in _keyhole(loops, areas)]
     return [Contour(points=lp.astype(float) + off, is_hole=a < 0) for lp, a in zip(loops, areas)]

@@ -99,15 +99,25 @@ def make_roi_specs(labels: np.ndarray, rois: Sequence[RoiSpec] | None = None,
                    types: Sequence[str] | None = None) -> list[RoiSpec]:
     """Complete ROI descriptions for a label map: one per non-zero label (ascending) unless ``rois`` is given.
 
+    ``labels`` is a (K, J, I) label map, or an (N, K, J, I) stack of masks (ROI label n = mask n - 1, overlaps
+    allowed).
+
     ``names``/``colors``/``types`` apply in ascending label order; missing names become ``ROI_<label>``.
     Colours and types are filled in (default palette, name-based guess) and validated; a warning is issued for
     names longer than 16 characters (planning systems may cut them).
     """
     if rois is None:
-        present = [int(v) for v in np.unique(labels) if v != 0]
+        if np.ndim(labels) == 4:  # a stack of N (possibly overlapping) masks: ROI n is mask n-1
+            if not np.any(labels):
+                raise InputError("all masks are empty (no non-zero voxel)", "nothing to export")
+            present = list(range(1, int(np.shape(labels)[0]) + 1))
+        else:
+            present = [int(v) for v in np.unique(labels) if v != 0]
         if not present:
             raise InputError("the label map is empty (no non-zero voxel)", "nothing to export")
         rois = [RoiSpec(label=v, name="") for v in present]
+    elif np.ndim(labels) == 4 and any(not 1 <= int(r.label) <= np.shape(labels)[0] for r in rois):
+        raise InputError("with a stack of N masks, ROI labels must be 1..N (mask index + 1)")
     rois = [RoiSpec(r.label, r.name, r.color, r.interpreted_type, r.description) for r in rois]
     for seq, what in ((names, "names"), (colors, "colours"), (types, "types")):
         if seq is not None and len(seq) > len(rois):

@@ -145,6 +145,8 @@ def write_rtstruct(
     Args:
         labels: (K, J, I) integer (or bool) array on the series grid, k in the order of ``read_dicom_series``
             (ascending along the slice normal), j = row, i = column. Each non-zero value is one ROI.
+            Or an (N, K, J, I) stack of masks for overlapping structures (e.g. a body outline around organs):
+            ROI label n is mask n - 1.
         series: the referenced series: its folder, a Volume read by ``read_dicom_series`` (uses its files) or a
             :class:`ReferenceSeries`.
         out_path: the RTSTRUCT file to write (atomically).
@@ -170,12 +172,13 @@ def write_rtstruct(
         raise InputError(f"{out} already exists", "choose another name or pass --overwrite")
     ref = series if isinstance(series, ReferenceSeries) else load_reference(series, series_uid)
     lab = np.asarray(labels)
-    if lab.dtype == bool:
-        lab = lab.astype(np.uint8)
-    if lab.ndim != 3 or tuple(lab.shape) != ref.shape_kji:
+    stack = lab.ndim == 4
+    if lab.dtype == bool and not stack:
+        lab = lab.view(np.uint8)
+    if lab.ndim not in (3, 4) or tuple(lab.shape[-3:]) != ref.shape_kji:
         raise InputError(f"label map shape {tuple(lab.shape)} does not match the series (K, J, I) = "
                          f"{ref.shape_kji}", "the label map must be on the series' voxel grid")
-    if not np.issubdtype(lab.dtype, np.integer):
+    if not stack and not np.issubdtype(lab.dtype, np.integer):
         if not np.all(np.mod(lab, 1) == 0):
             raise InputError("the label map holds non-integer values", "pass integer labels (0 = background)")
         lab = lab.astype(np.int64)
@@ -244,7 +247,7 @@ def write_rtstruct(
         it.ROIGenerationAlgorithm = algorithm
         ssroi.append(it)
 
-        mask = lab == spec.label
+        mask = (lab[spec.label - 1] != 0) if stack else (lab == spec.label)
         ks = np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]
         contours = []
         number = 1

@@ -83,7 +83,8 @@ def write_seg(
     """Write a (K, J, I) label map as a binary DICOM SEG referencing its image series (atomic write).
 
     Args:
-        labels: (K, J, I) integer (or bool) array on the series grid, k in ``read_dicom_series`` order.
+        labels: (K, J, I) integer (or bool) array on the series grid, k in ``read_dicom_series`` order, or an
+            (N, K, J, I) stack of (possibly overlapping) masks: segment n is mask n - 1.
         series: series folder, Volume read by ``read_dicom_series``, or :class:`ReferenceSeries`.
         out_path: the SEG file to write.
         rois, names, colors, types: as for :func:`OncoSegLib.export.rtstruct.write_rtstruct` (types are kept for
@@ -102,18 +103,21 @@ def write_seg(
         raise InputError(f"{out} already exists", "choose another name or pass --overwrite")
     ref = series if isinstance(series, ReferenceSeries) else load_reference(series, series_uid)
     lab = np.asarray(labels)
-    if lab.dtype == bool:
-        lab = lab.astype(np.uint8)
-    if lab.ndim != 3 or tuple(lab.shape) != ref.shape_kji:
+    stack = lab.ndim == 4
+    if lab.dtype == bool and not stack:
+        lab = lab.view(np.uint8)
+    if lab.ndim not in (3, 4) or tuple(lab.shape[-3:]) != ref.shape_kji:
         raise InputError(f"label map shape {tuple(lab.shape)} does not match the series (K, J, I) = "
                          f"{ref.shape_kji}", "the label map must be on the series' voxel grid")
     specs = make_roi_specs(lab, rois, names, colors, types)
-    # label values -> segment numbers 1..N
-    lut_size = int(max(int(lab.max()), max(s.label for s in specs))) + 1
-    lut = np.zeros(lut_size, dtype=np.uint16 if len(specs) > 255 else np.uint8)
-    for n, s in enumerate(specs, start=1):
-        lut[s.label] = n
-    seg_array = lut[lab]
+    if stack:  # (N, K, J, I) masks -> (K, J, I, segments), overlaps kept
+        seg_array = np.stack([lab[s.label - 1] != 0 for s in specs], axis=-1)
+    else:  # label values -> segment numbers 1..N
+        lut_size = int(max(int(lab.max()), max(s.label for s in specs))) + 1
+        lut = np.zeros(lut_size, dtype=np.uint16 if len(specs) > 255 else np.uint8)
+        for n, s in enumerate(specs, start=1):
+            lut[s.label] = n
+        seg_array = lut[lab]
 
     algo = hd.AlgorithmIdentificationSequence(name="OncoSeg", version=__version__, family=_codes().DCM.ArtificialIntelligence)
     descriptions = []

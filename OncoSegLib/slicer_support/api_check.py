@@ -36,14 +36,24 @@ class UsedName:
     line: int
 
 
+_CLASS_CALL = re.compile(r"^[A-Z][A-Za-z0-9]*(Logic|Class|Widget|Node|Plugin)$")
+
+
 def _chain(node: ast.AST) -> list[str] | None:
-    """Attribute chain ``a.b().c`` -> ["a", "b", "c"]; None when rooted at something other than a Name."""
+    """Attribute chain ``a.b.c`` -> ["a", "b", "c"]; None when rooted at something other than a Name.
+
+    A call inside the chain ends it unless the callee is a class being instantiated (``X.SomeLogic().method``):
+    what a function returns (a numpy array, a string) is not a Slicer name.
+    """
     parts: list[str] = []
     while True:
         if isinstance(node, ast.Attribute):
             parts.append(node.attr)
             node = node.value
         elif isinstance(node, ast.Call):
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if not _CLASS_CALL.match(callee):
+                parts.clear()  # keep only the part up to and including the callee
             node = node.func
         elif isinstance(node, ast.Name):
             parts.append(node.id)
@@ -65,6 +75,10 @@ def used_names(source: str) -> list[UsedName]:
             for a in node.names:
                 if a.name != "*":
                     alias[a.asname or a.name] = f"{node.module}.{a.name}"
+    local = set()  # names bound by imports from our own packages (never Slicer names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "OncoSegLib":
+            local.update(a.asname or a.name for a in node.names)
     out: list[UsedName] = []
     seen: set[tuple[str, str]] = set()
 
@@ -89,7 +103,7 @@ def used_names(source: str) -> list[UsedName]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             chain = _chain(node.func)
             meth = node.func.attr
-            if chain is None or chain[0] not in alias:
+            if chain is None or (chain[0] not in alias and chain[0] not in local):
                 if _VTK_METHOD.match(meth):
                     add("vtk_method", meth, node.lineno)
                 if chain and chain[:2] == ["self", "ui"] and len(chain) >= 4:

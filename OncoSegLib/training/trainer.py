@@ -443,7 +443,7 @@ class Trainer:
                         logits = _forward_logits(model, batch, device, s)
                     losses = segmentation_loss(logits.float(), batch.targets.to(device), batch.modalities)
                     (losses["loss"] / accum).backward()
-                sums["loss"] += float(losses["loss"]) / accum
+                sums["loss"] += float(losses["loss"].detach()) / accum
                 sums["dice"] += float(losses["dice"]) / accum
                 sums["focal"] += float(losses["focal"]) / accum
                 sums["train_dice"] += float(batch_dice(logits.detach().float(),

@@ -1,0 +1,186 @@
+"""Build Testing/slicer_api_names.json: the Slicer-side names OncoSeg.py may use, each with where it comes from.
+
+Sources:
+1. the shared name index (../shared/slicer-api/*.json, read from Slicer/Slicer, SlicerRt/SlicerRT and PyTorchUtils
+   source at the commits they name): Python functions/classes/methods and wrapped C++ classes with their methods;
+2. names verified by hand in source that the index does not hold (enum events, inline static constants, VTK and Qt
+   methods, application attributes): each is located here with ``git grep`` in a local snapshot of its repository
+   (Slicer/Slicer, Kitware/VTK, commontk/CTK), recording repository, path and commit.
+
+Usage: python Testing/make_slicer_api_names.py [--index DIR] [--mirrors DIR]
+Without a mirror for a verified name, its previous entry in the JSON is kept (so the file can be rebuilt anywhere).
+This script never reads OncoSeg.py: the list is what Slicer offers, not what we happen to call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "Testing" / "slicer_api_names.json"
+
+# Python files of the index -> the module name Slicer imports them as
+PY_MODULES = {
+    "Base/Python/slicer/util.py": "slicer.util",
+    "Base/Python/slicer/ScriptedLoadableModule.py": "slicer.ScriptedLoadableModule",
+    "Base/Python/slicer/i18n.py": "slicer.i18n",
+    "Base/Python/slicer/packaging.py": "slicer.packaging",
+    "Base/Python/slicer/cli.py": "slicer.cli",
+    "Base/Python/slicer/testing.py": "slicer.testing",
+    "PyTorchUtils/PyTorchUtils.py": "PyTorchUtils",
+    "DicomRtImportExport/DicomRtImportExportPlugin.py": "DicomRtImportExportPlugin",
+    "Modules/Scripted/SampleData/SampleData.py": "SampleData",
+}
+PY_PACKAGES = {  # package re-exporting its submodules' names (``from .x import *``)
+    "Base/Python/slicer/parameterNodeWrapper/": "slicer.parameterNodeWrapper",
+    "Modules/Scripted/DICOMLib/": "DICOMLib",
+}
+# C++ classes kept (with their bases): MRML nodes, Slicer logics, segmentation core; plus a few Qt widgets
+CLASS_PREFIXES = ("vtkMRML", "vtkSlicer", "vtkSegment", "vtkOrientedImageData")
+EXTRA_CLASSES = ("qSlicerApplication", "qSlicerMarkupsPlaceWidget", "qSlicerDICOMExportable", "qMRMLNodeComboBox",
+                 "qMRMLSegmentSelectorWidget")
+# application singletons -> the C++ class (and bases) Slicer wraps them as
+SINGLETONS = {"slicer.mrmlScene": "vtkMRMLScene", "slicer.app": "qSlicerApplication"}
+
+# (name, kind, repository, path glob, regex proving it) — checked by hand, located by git grep
+VERIFIED = [
+    # Qt through PythonQt: proven by Slicer's own Python using the same spelling
+    ("qt.QTimer", "qualified", "Slicer/Slicer", "*.py", r"qt\.QTimer()"),
+    ("qt.QColor", "qualified", "Slicer/Slicer", "*.py", r"qt\.QColor("),
+    ("qt.QTableWidgetItem", "qualified", "Slicer/Slicer", "*.py", r"qt\.QTableWidgetItem("),
+    ("qt.QFileDialog.getExistingDirectory", "qualified", "Slicer/Slicer", "*.py", r"qt\.QFileDialog\.getExistingDirectory("),
+    ("slicer.app.processEvents", "qualified", "Slicer/Slicer", "*.py", r"slicer\.app\.processEvents()"),
+    ("slicer.app.temporaryPath", "qualified", "Slicer/Slicer", "*.py", r"slicer\.app\.temporaryPath"),
+    ("slicer.dicomDatabase.filesForSeries", "qualified", "Slicer/Slicer", "*.py", r"slicer\.dicomDatabase\.filesForSeries("),
+    ("slicer.modules", "qualified", "Slicer/Slicer", "*.py", r"hasattr(slicer\.modules, "),
+    ("slicer.mrmlScene.StartCloseEvent", "qualified", "Slicer/Slicer", "*.py", r"slicer\.mrmlScene\.StartCloseEvent"),
+    ("slicer.mrmlScene.EndCloseEvent", "qualified", "Slicer/Slicer", "*.py", r"slicer\.mrmlScene\.EndCloseEvent"),
+    ("slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent", "qualified", "Slicer/Slicer", "vtkMRMLMarkupsNode.h", r"PointPositionDefinedEvent,"),
+    ("slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName", "qualified", "Slicer/Slicer", "vtkMRMLSubjectHierarchyConstants.h", r"GetDICOMUIDName()"),
+    ("slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName", "qualified", "Slicer/Slicer", "vtkMRMLSubjectHierarchyConstants.h", r"GetDICOMSeriesModalityAttributeName()"),
+    ("slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE", "qualified", "Slicer/Slicer", "vtkSlicerSegmentationsModuleLogic.h", r"MODE_REPLACE = 0"),
+    ("slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment", "qualified", "Slicer/Slicer", "vtkSlicerSegmentationsModuleLogic.h", r"static bool SetBinaryLabelmapToSegment("),
+    ("vtk.VTK_UNSIGNED_CHAR", "qualified", "Slicer/Slicer", "*.py", r"vtk\.VTK_UNSIGNED_CHAR"),
+    ("vtk.util.numpy_support.vtk_to_numpy", "qualified", "Slicer/Slicer", "*.py", r"vtk\.util\.numpy_support\.vtk_to_numpy("),
+    ("vtk.vtkCommand.ModifiedEvent", "qualified", "Slicer/Slicer", "*.py", r"vtk\.vtkCommand\.ModifiedEvent"),
+    ("vtk.vtkMatrix4x4", "qualified", "Slicer/Slicer", "*.py", r"vtk\.vtkMatrix4x4()"),
+    ("vtk.vtkVector3d", "qualified", "Slicer/Slicer", "*.py", r"vtk\.vtkVector3d("),
+    ("slicer.util.VTKObservationMixin.__init__", "qualified", "Slicer/Slicer", "*.py", r"VTKObservationMixin\.__init__(self)"),
+    # VTK methods (vtkImageData, vtkDataSet, vtkDataSetAttributes, vtkObject) on objects Slicer returns
+    ("AllocateScalars", "method", "Kitware/VTK", "vtkImageData.h", r"void AllocateScalars(int dataType, int numComponents)"),
+    ("SetExtent", "method", "Kitware/VTK", "vtkCartesianGrid.h", r"void SetExtent(VTK_FUTURE_CONST int extent\[6\])"),
+    ("GetDimensions", "method", "Kitware/VTK", "vtkCartesianGrid.h", r"int\* GetDimensions()"),
+    ("GetPointData", "method", "Kitware/VTK", "vtkDataSet.h", r"vtkPointData\* GetPointData()"),
+    ("GetScalars", "method", "Kitware/VTK", "vtkDataSetAttributes.h", r"vtkDataArray\* GetScalars()"),
+    ("GetMTime", "method", "Kitware/VTK", "vtkObject.h", r"vtkMTimeType GetMTime()"),
+    ("SetSelectedColor", "method", "Slicer/Slicer", "vtkMRMLDisplayNode.h", r"vtkSetVector3Macro(SelectedColor"),
+    # CTK
+    ("filesForSeries", "ctk", "commontk/CTK", "ctkDICOMDatabase.h", r"filesForSeries("),
+    # Qt widget methods, properties and signals used on the .ui widgets (PythonQt spelling, from Slicer's Python)
+    ("addItem", "qt_method", "Slicer/Slicer", "*.py", r"\.addItem("),
+    ("addItems", "qt_method", "Slicer/Slicer", "*.py", r"\.addItems("),
+    ("connect", "qt_method", "Slicer/Slicer", "*.py", r"\.connect(\"clicked(bool)\""),
+    ("clicked", "qt_method", "Slicer/Slicer", "*.py", r"\"clicked(bool)\""),
+    ("timeout", "qt_method", "Slicer/Slicer", "*.py", r"\"timeout()\""),
+    ("currentNodeChanged", "qt_method", "Slicer/Slicer", "*.py", r"\"currentNodeChanged(vtkMRMLNode\*)\""),
+    ("currentTextChanged", "qt_method", "Slicer/Slicer", "*.cxx", r"QComboBox::currentTextChanged"),
+    ("setColumnCount", "qt_method", "Slicer/Slicer", "*.py", r"\.setColumnCount("),
+    ("setRowCount", "qt_method", "Slicer/Slicer", "*.py", r"\.setRowCount("),
+    ("setHorizontalHeaderLabels", "qt_method", "Slicer/Slicer", "*.py", r"\.setHorizontalHeaderLabels("),
+    ("setItem", "qt_method", "Slicer/Slicer", "*.py", r"\.setItem("),
+    ("setRange", "qt_method", "Slicer/Slicer", "*.py", r"\.setRange("),
+    ("setValue", "qt_method", "Slicer/Slicer", "*.py", r"\.setValue("),
+    ("setVisible", "qt_method", "Slicer/Slicer", "*.py", r"\.setVisible("),
+    ("setCurrentText", "qt_method", "Slicer/Slicer", "*.py", r"\.setCurrentText("),
+    ("setCurrentNode", "qt_method", "Slicer/Slicer", "qSlicerMarkupsPlaceWidget.h", r"void setCurrentNode(vtkMRMLNode\* currentNode)"),
+    ("text", "qt_method", "Slicer/Slicer", "*.py", r"\.text = "),
+    ("enabled", "qt_method", "Slicer/Slicer", "*.py", r"\.enabled = "),
+    ("toolTip", "qt_method", "Slicer/Slicer", "*.py", r"\.toolTip = "),
+]
+
+
+def _git(mirror: Path, *args: str) -> str:
+    return subprocess.run(["git", "--git-dir", str(mirror), *args], capture_output=True, text=True, check=False).stdout
+
+
+def locate(mirrors: Path, repo: str, glob: str, regex: str) -> dict | None:
+    mirror = mirrors / repo.replace("/", "+") / "repo"
+    if not mirror.is_dir():
+        return None
+    commit = _git(mirror, "rev-parse", "HEAD").strip()
+    out = _git(mirror, "grep", "-n", "-m", "1", "-G", regex, "HEAD", "--", f"*{glob}" if not glob.startswith("*") else glob)
+    first = out.splitlines()[0] if out else ""
+    if not first:
+        return {"repo": repo, "commit": commit, "path": None}
+    _, path, line = first.split(":", 3)[:3]
+    return {"repo": repo, "commit": commit, "path": path, "line": int(line)}
+
+
+def build(index_dir: Path, mirrors: Path, previous: dict) -> dict:
+    qualified: dict[str, dict] = {}
+    classes: dict[str, dict] = {}
+    sources: dict[str, dict] = {}
+    for f in sorted(index_dir.glob("*.json")):
+        data = json.loads(f.read_text())
+        src = data["source"]
+        repo, _, commit = src.partition("@") if "@" in src else ({"slicerrt.json": "SlicerRt/SlicerRT",
+                                                                  "slicer-pytorch.json": "fepegar/SlicerPyTorch"}
+                                                                 .get(f.name, "?"), "", src)
+        sources[f.stem] = {"repo": repo, "commit": commit}
+        for path, names in data.get("python", {}).items():
+            module = PY_MODULES.get(path) or next((m for p, m in PY_PACKAGES.items() if path.startswith(p)), None)
+            if module is None:
+                continue
+            for name, value in names.items():
+                qualified[f"{module}.{name}"] = {"source": f.stem, "path": path}
+                if isinstance(value, list):
+                    for meth in value:
+                        qualified[f"{module}.{name}.{meth}"] = {"source": f.stem, "path": path}
+        for cls, info in data.get("cxx", {}).items():
+            classes[cls] = {"source": f.stem, "header": info.get("header"), "base": info.get("base"),
+                            "methods": " ".join(sorted(set(info.get("methods", []))))}
+    keep = {c for c in classes if c.startswith(CLASS_PREFIXES)} | set(EXTRA_CLASSES)
+    for c in list(keep):  # with their base chains (inherited methods)
+        while c in classes and classes[c].get("base") in classes:
+            c = classes[c]["base"]
+            keep.add(c)
+    classes = {c: v for c, v in classes.items() if c in keep}
+    old = {v["name"]: v for v in previous.get("verified", [])}
+    verified = []
+    for name, kind, repo, glob, regex in VERIFIED:
+        where = locate(mirrors, repo, glob, regex)
+        if where is None or where.get("path") is None:
+            if name in old:
+                verified.append(old[name])
+                continue
+            raise SystemExit(f"cannot verify {name}: no mirror of {repo} or pattern {regex!r} not found")
+        verified.append({"name": name, "kind": kind, **where})
+    return {
+        "about": "Slicer-side names OncoSeg.py may use; built by Testing/make_slicer_api_names.py. 'qualified' and "
+                 "'classes' come from the shared index (sources), 'verified' from git grep in the named repository "
+                 "commit. Class methods: own methods only, walk 'base' for inherited ones.",
+        "sources": sources,
+        "singletons": SINGLETONS,
+        "qualified": dict(sorted(qualified.items())),
+        "classes": dict(sorted(classes.items())),
+        "verified": verified,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--index", type=Path, default=ROOT.parent / "shared" / "slicer-api")
+    ap.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"))
+    args = ap.parse_args()
+    previous = json.loads(OUT.read_text()) if OUT.exists() else {}
+    data = build(args.index, args.mirrors, previous)
+    OUT.write_text(json.dumps(data, indent=0, sort_keys=False) + "\n")
+    print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KiB): {len(data['qualified'])} qualified, "
+          f"{len(data['classes'])} classes, {len(data['verified'])} verified")
+
+
+if __name__ == "__main__":
+    main()
