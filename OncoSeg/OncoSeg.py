@@ -13,7 +13,6 @@ from typing import Annotated
 
 import numpy as np
 
-import ctk
 import qt
 import slicer
 import vtk

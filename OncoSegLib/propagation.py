@@ -253,7 +253,7 @@ class MemoryStepper:
 
     def __init__(self, predictor: Any, embed: Callable[[int], Any], pixels: Callable[[int], torch.Tensor], n: int,
                  hw: tuple[int, int], window: int | None = None):
-        video = getattr(predictor.bundle, "video", None)
+        video = getattr(getattr(predictor, "bundle", None), "video", None)
         if video is None:
             raise ModelError("this model has no video tracker (Sam3TrackerVideoModel), so memory propagation is "
                              "unavailable", "use method='centroid' or method='box', or load a full SAM3 checkpoint")
@@ -312,11 +312,11 @@ class MemoryStepper:
                 for out in per_obj[kind].values():
                     out.pop("high_res_masks", None)
             nc = per_obj["non_cond_frame_outputs"]
-            for k in [k for k in nc if abs(k - index) > self.window]:
+            for k in [k for k in nc if abs(k - index) >= self.window]:
                 del nc[k]
             self.max_stored = max(self.max_stored, len(nc))
         for tracked in self.session.frames_tracked_per_obj.values():
-            for k in [k for k in tracked if abs(k - index) > self.window]:
+            for k in [k for k in tracked if abs(k - index) >= self.window]:
                 del tracked[k]
 
     def stored_outputs(self) -> int:

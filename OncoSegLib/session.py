@@ -39,7 +39,7 @@ import torch
 
 from OncoSegLib.cancel import CancelToken, ProgressCallback
 from OncoSegLib.embedding_cache import CacheKey, EmbeddingCache
-from OncoSegLib.errors import InputError
+from OncoSegLib.errors import InputError, ModelError
 from OncoSegLib.io.volume import Volume
 from OncoSegLib.prompts import scribble_samples
 from OncoSegLib.propagation import (
@@ -646,6 +646,9 @@ class SegmentationSession:
         direction = check_direction(direction)
         method = check_method(method)
         ids = [self._obj(obj).id] if obj is not None else list(self._objects)
+        if method == "memory" and not getattr(self.predictor, "has_video", False):
+            raise ModelError("this model has no video tracker (Sam3TrackerVideoModel), so memory propagation is "
+                             "unavailable", "use method='centroid' or method='box', or load a full SAM3 checkpoint")
         res = PropagationResult(objects=list(ids))
         plans = []
         for oid in ids:

@@ -113,3 +113,15 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     s = a.sum() + b.sum()
     return 1.0 if s == 0 else 2.0 * np.logical_and(a, b).sum() / s
+
+
+_BUNDLES: dict = {}
+
+
+def tiny(seed: int = 0):
+    """A cached tiny_bundle per seed (building one takes seconds; tests in one run share it, read-only)."""
+    from OncoSegLib.models.tiny import tiny_bundle
+
+    if seed not in _BUNDLES:
+        _BUNDLES[seed] = tiny_bundle(seed=seed)
+    return _BUNDLES[seed]

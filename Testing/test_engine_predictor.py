@@ -7,12 +7,12 @@ import torch
 from OncoSegLib.embedding_cache import CacheKey, EmbeddingCache
 from OncoSegLib.errors import InputError
 from OncoSegLib.models.predictor import Sam3Predictor
-from OncoSegLib.models.tiny import tiny_bundle
+from engine_support import tiny
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    return tiny_bundle(seed=3)
+    return tiny(0)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_cache_lru_and_cap(bundle, pixels):
     assert calls == [0, 1, 2]
     assert (cache.stats.hits, cache.stats.misses, cache.stats.encodes, cache.stats.evictions) == (1, 3, 3, 1)
     assert cache.nbytes == 2 * one.nbytes
-    tiny = EmbeddingCache(capacity_mb=0)
-    tiny.get(keys[0], enc(0))
-    tiny.get(keys[0], enc(0))
-    assert len(tiny) == 0 and tiny.stats.encodes == 2
+    nocache = EmbeddingCache(capacity_mb=0)
+    nocache.get(keys[0], enc(0))
+    nocache.get(keys[0], enc(0))
+    assert len(nocache) == 0 and nocache.stats.encodes == 2

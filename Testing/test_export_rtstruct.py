@@ -222,3 +222,50 @@ def test_seg_mapped_by_geometry_when_instances_differ(tmp_path) -> None:
         warnings.simplefilter("ignore")
         got, _ = read_seg(tmp_path / "seg.dcm", tmp_path / "b")
     np.testing.assert_array_equal(got, labels)
+
+
+def test_overlapping_masks_stack(oblique) -> None:
+    """An (N, K, J, I) stack keeps overlapping structures (a body outline around an organ) whole."""
+    tmp, vol, labels = oblique
+    body = np.zeros(vol.shape_kji, bool)
+    body[2:18, 3:46, 2:46] = True
+    masks = np.stack([body, labels == 1, labels == 2])
+    rt = tmp / "stack.dcm"
+    write_rtstruct(masks, tmp / "ct", rt, names=["BODY", "sphere", "ring"])
+    back = read_rtstruct_masks(rt, tmp / "ct")
+    assert [s.interpreted_type for s, _ in back] == ["EXTERNAL", "ORGAN", "ORGAN"]
+    for n, (_, m) in enumerate(back):
+        np.testing.assert_array_equal(m, masks[n])
+    seg_path = tmp / "stack_seg.dcm"
+    write_seg(masks, tmp / "ct", seg_path, names=["BODY", "sphere", "ring"])
+    ds = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    assert [str(s.SegmentLabel) for s in ds.SegmentSequence] == ["BODY", "sphere", "ring"]
+
+
+def test_contour_over_64k_stays_valid(tmp_path) -> None:
+    """One contour with > 64 KiB of ContourData: Implicit VR keeps it DS (explicit VR would re-type it UN)."""
+    from OncoSegLib.io.dicom_series import read_dicom_series
+    from OncoSegLib.io.dicom_write import write_dicom_series
+    from OncoSegLib.io.geometries import example_volume
+
+    write_dicom_series(example_volume("oblique", (2, 720, 720)), tmp_path / "ct")
+    vol = read_dicom_series(tmp_path / "ct")
+    jj, ii = np.mgrid[:720, :720]
+    diamond = np.abs(jj - 360) + np.abs(ii - 360) < 340  # staircase edges: ~2700 corners
+    labels = np.zeros(vol.shape_kji, np.uint8)
+    labels[1] = diamond
+    rt = tmp_path / "big.dcm"
+    write_rtstruct(labels, tmp_path / "ct", rt, names=["diamond"])
+    pydicom.config.settings.reading_validation_mode = pydicom.config.RAISE
+    try:
+        item = pydicom.dcmread(rt).ROIContourSequence[0].ContourSequence[0]
+        assert item.get_item(0x30060050).length > 65536
+        assert item["ContourData"].VR == "DS"
+        assert len(item["ContourData"].value) == 3 * int(item.NumberOfContourPoints)
+    finally:
+        pydicom.config.settings.reading_validation_mode = pydicom.config.WARN
+    np.testing.assert_array_equal(read_rtstruct(rt, tmp_path / "ct")[0], labels)
+    if HAVE_DCIODVFY:
+        assert dciodvfy_problems(rt) == []
+    if HAVE_DRTDUMP:
+        assert drtdump_problems(rt) == []

@@ -8,12 +8,11 @@ import torch
 from OncoSegLib.errors import InputError
 from OncoSegLib.io.volume import Volume
 from OncoSegLib.models.predictor import Sam3Predictor
-from OncoSegLib.models.tiny import tiny_bundle
 from OncoSegLib.preprocessing import fit_normalizer, resize_mask_logits, to_model_input
 from OncoSegLib.session import SegmentationSession
 from OncoSegLib.slicing import AXES, get_slice, ijk_to_slice, slice_shape
 
-from engine_support import DiscPredictor, MaskEchoPredictor
+from engine_support import DiscPredictor, MaskEchoPredictor, tiny
 
 SHAPE = (19, 27, 41)  # K, J, I: non-square slices on every axis
 
@@ -25,7 +24,7 @@ def _vol(shape=SHAPE, seed=0):
 
 @pytest.fixture(scope="module")
 def bundle():
-    return tiny_bundle(seed=1)
+    return tiny(0)
 
 
 @pytest.mark.parametrize("axis", AXES)
@@ -86,10 +85,11 @@ def test_cached_session_decode_equals_full_forward_and_encodes_once(bundle):
     a = s.add_object("a")
     s.add_point(a, (20, 12, 3))
     s.add_point(a, (30, 20, 3), positive=False)
+    slice3 = s.result(a)[3]
     b = s.add_object("b")
     s.add_box(b, (5, 5, 3), (25, 20, 3))
     s.add_point(b, (10, 10, 1))
-    s.add_point(a, (2, 3, 14), axis="sagittal")  # sagittal slice i = 2
+    s.add_point(a, (2, 14, 4), axis="sagittal")  # sagittal slice i = 2
     # oracle: transformers' own full forward on the same slice, no cache
     norm = fit_normalizer(vol, "ct")
     px = to_model_input(norm(vol.array[3]), 112)[None]
@@ -99,7 +99,9 @@ def test_cached_session_decode_equals_full_forward_and_encodes_once(bundle):
         full = bundle.tracker(pixel_values=px, input_points=pts, input_labels=torch.tensor([[[1, 0]]]),
                               multimask_output=False)
     ref = resize_mask_logits(full.pred_masks[0, 0, 0], (30, 45)).numpy() > 0
-    assert np.array_equal(s.result(a)[3], ref)
+    assert np.array_equal(slice3, ref)
+    # the sagittal plane i = 2 replaced column i = 2 of every axial slice, and nothing else
+    assert np.array_equal(np.delete(s.result(a)[3], 2, axis=1), np.delete(ref, 2, axis=1))
     # each distinct slice was encoded exactly once: axial 3, axial 1, sagittal 2
     assert s.cache.stats.encodes == 3 and set(s.cache.encoded_keys.values()) == {1}
     assert s.cache.stats.hits == 2

@@ -261,7 +261,7 @@ def rasterize_slice(polygons: Iterable[np.ndarray], shape: tuple[int, int]) -> n
     outside for right edges (half-open rule), which never occurs for edge-traced contours.
     """
     nj, ni = int(shape[0]), int(shape[1])
-    toggles = np.zeros((nj, ni + 1), dtype=np.int64)
+    toggles = np.zeros((nj, ni + 1), dtype=np.uint8)  # crossing counts mod 256: parity is all that matters
     for poly in polygons:
         p = np.asarray(poly, dtype=float)
         if p.ndim != 2 or p.shape[0] < 3:
@@ -283,7 +283,7 @@ def rasterize_slice(polygons: Iterable[np.ndarray], shape: tuple[int, int]) -> n
         xc = x0[eidx] + t * (x1[eidx] - x0[eidx])
         first = np.clip(np.ceil(xc), 0, ni).astype(np.int64)  # first pixel centre at or right of the crossing
         np.add.at(toggles, (jj, first), 1)
-    return (np.cumsum(toggles, axis=1)[:, :ni] % 2).astype(bool)
+    return (np.cumsum(toggles, axis=1, dtype=np.uint8)[:, :ni] & 1).astype(bool)
 
 
 def trace_labels(mask3d: np.ndarray, keyhole: bool = False) -> dict[int, list[Contour]]:

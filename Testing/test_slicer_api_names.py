@@ -1,0 +1,150 @@
+"""Every Slicer / Qt / CTK / VTK / MRML name OncoSeg.py uses must exist in Slicer's real source.
+
+The list (Testing/slicer_api_names.json) is built by Testing/make_slicer_api_names.py from the shared name index
+(Slicer/Slicer, SlicerRT, PyTorchUtils at named commits) plus names verified with git grep in named repositories.
+Also checks the .ui file against the code: every ``self.ui.X`` exists, every parameter name is a node field.
+"""
+
+import ast
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from OncoSegLib.slicer_support.api_check import used_names
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = ROOT / "OncoSeg" / "OncoSeg.py"
+UI = ROOT / "OncoSeg" / "Resources" / "UI" / "OncoSeg.ui"
+API = json.loads((ROOT / "Testing" / "slicer_api_names.json").read_text())
+
+
+class Resolver:
+    def __init__(self, api):
+        self.qualified = set(api["qualified"])
+        self.classes = api["classes"]
+        self.singletons = api["singletons"]
+        self.verified = {(v["kind"], v["name"]) for v in api["verified"]}
+        self.all_methods = set()
+        for c in self.classes.values():
+            self.all_methods.update(c["methods"].split())
+
+    def methods(self, cls):
+        out = set()
+        while cls in self.classes:
+            out.update(self.classes[cls]["methods"].split())
+            cls = self.classes[cls].get("base")
+        return out
+
+    def qualified_ok(self, name):
+        if name in self.qualified or ("qualified", name) in self.verified:
+            return True
+        if name.endswith(".__init__") and name[: -len(".__init__")] in self.qualified:
+            return True
+        parts = name.split(".")
+        for single, cls in self.singletons.items():
+            if name.startswith(single + ".") and len(parts) == len(single.split(".")) + 1:
+                return parts[-1] in self.methods(cls)
+        if parts[0] == "slicer" and len(parts) >= 2 and parts[1] in self.classes:
+            return len(parts) == 2 or (len(parts) == 3 and parts[2] in self.methods(parts[1]))
+        return False
+
+    def ok(self, used):
+        if used.kind == "qualified":
+            return self.qualified_ok(used.name)
+        if used.kind == "class":
+            return used.name in self.classes or used.name == "qSlicerAbstractCoreModule"
+        if used.kind == "vtk_method":
+            return used.name in self.all_methods or ("method", used.name) in self.verified
+        if used.kind == "qt_method":
+            return ("qt_method", used.name) in self.verified or used.name in self.all_methods
+        return False
+
+
+def test_every_slicer_name_in_the_module_exists_in_slicer_source():
+    names = used_names(MODULE.read_text())
+    kinds = {n.kind for n in names}
+    assert {"qualified", "vtk_method", "qt_method", "class"} <= kinds  # the scan really found names
+    r = Resolver(API)
+    missing = [f"{n.kind} {n.name} (line {n.line})" for n in names if not r.ok(n)]
+    assert not missing, "names not found in Slicer's source:\n" + "\n".join(missing)
+
+
+def test_checker_catches_invented_names():
+    src = """
+import slicer, qt, vtk
+from slicer.util import arrayFromVolume, arrayFromVolumeInvented
+slicer.util.loadUI("x")
+slicer.util.loadUIX("x")
+node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNodeX")
+node.GetSegmentation().AddEmptySegmentX("a")
+slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+slicer.vtkMRMLSegmentationNode.NoSuchStatic()
+slicer.mrmlScene.NoSuchSceneMethod()
+slicer.util.arrayFromVolume(node).astype(bool)
+"""
+    r = Resolver(API)
+    bad = sorted(n.name for n in used_names(src) if not r.ok(n))
+    assert bad == sorted(["slicer.util.arrayFromVolumeInvented", "slicer.util.loadUIX", "vtkMRMLSegmentationNodeX",
+                          "AddEmptySegmentX", "slicer.vtkMRMLSegmentationNode.NoSuchStatic",
+                          "slicer.mrmlScene.NoSuchSceneMethod"])
+
+
+def test_name_list_records_where_each_name_comes_from():
+    for key in ("slicer-core", "slicerrt", "slicer-pytorch"):
+        assert len(API["sources"][key]["commit"]) >= 7
+    for v in API["verified"]:
+        assert v["repo"] in ("Slicer/Slicer", "Kitware/VTK", "commontk/CTK") and v["path"] and len(v["commit"]) == 40
+    assert API["qualified"]["slicer.util.arrayFromSegmentBinaryLabelmap"]["path"] == "Base/Python/slicer/util.py"
+
+
+def _ui_widgets():
+    tree = ET.parse(UI)
+    widgets = {w.get("name"): w for w in tree.iter("widget")}
+    params = {}
+    for name, w in widgets.items():
+        for p in w.findall("property"):
+            if p.get("name") == "SlicerParameterName":
+                params[name] = p.find("string").text
+    return widgets, params
+
+
+def _parameter_fields():
+    tree = ast.parse(MODULE.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "OncoSegParameterNode")
+    return {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)}
+
+
+def test_ui_matches_code_and_parameter_node():
+    widgets, params = _ui_widgets()
+    used = set()
+    for node in ast.walk(ast.parse(MODULE.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui":
+            used.add(node.attr)
+    assert used, "no self.ui.* use found"
+    assert used <= set(widgets), f"widgets missing from the .ui: {sorted(used - set(widgets))}"
+    fields = _parameter_fields()
+    assert set(params.values()) <= fields, sorted(set(params.values()) - fields)
+    # choices of combo boxes come from OncoSegLib (one source of truth)
+    from OncoSegLib.slicer_support import params as P
+    assert {"modality", "propagateDirection", "propagateMethod", "overwritePolicy", "promptAxis", "device"} <= set(params.values())
+    assert "auto" in P.MODALITY_CHOICES
+    classes = {w.get("class") for w in widgets.values()}
+    r = Resolver(API)
+    for c in classes:
+        if c.startswith(("qMRML", "qSlicer")):
+            assert c in r.classes, c
+
+
+@pytest.mark.parametrize("path", ["OncoSeg/OncoSeg.py"])
+def test_module_imports_no_heavy_packages_at_load(path):
+    """Slicer must load the module before torch/transformers are installed (first-use dialog installs them)."""
+    tree = ast.parse((ROOT / path).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name.split(".")[0] for n in top for a in n.names} | {n.module.split(".")[0] for n in top
+                                                                     if isinstance(n, ast.ImportFrom) and n.module}
+    assert not names & {"torch", "transformers", "peft", "huggingface_hub", "pydicom", "highdicom", "nibabel"}
+    import importlib
+    for mod in ("geometry", "prompts", "params", "merge", "worker", "dependencies", "core", "api_check"):
+        importlib.import_module(f"OncoSegLib.slicer_support.{mod}")
