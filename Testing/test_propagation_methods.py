@@ -150,9 +150,11 @@ def test_errors():
 # ----------------------------------------------------------------------------------------------- memory (SAM3 video)
 def test_memory_two_objects_structure():
     bundle = tiny(0)
-    a, b = _two_objects()
+    shape = (14, 40, 52)
+    a = ellipsoid(shape, (14, 12, 6), (7, 6, 5))
+    b = ellipsoid(shape, (37, 27, 9), (8, 7, 4))
     s = SegmentationSession(bundle, cache_mb=64)
-    s.set_volume(ct_volume([a, b], (14, 40, 52)), modality="ct")
+    s.set_volume(ct_volume([a, b], shape), modality="ct")
     oa, ob = s.add_object("first"), s.add_object("second")
     s.add_mask(oa, a[6], index=6)
     s.add_mask(ob, b[9], index=9)
