@@ -157,7 +157,7 @@ class SegmentationSession:
 
     def __init__(self, model: Any, cache_mb: float = 512.0, scribble_points: int = 8, iou_threshold: float = 0.5,
                  presence_threshold: float = 0.5, auto_repropagate: bool = True, undo_depth: int = 50):
-        if hasattr(model, "tracker"):
+        if not hasattr(model, "predict"):  # a Sam3Bundle (a predictor has predict/encode)
             from OncoSegLib.models.predictor import Sam3Predictor
 
             model = Sam3Predictor(model)

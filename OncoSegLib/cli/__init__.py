@@ -16,7 +16,7 @@ from OncoSegLib import __version__
 from OncoSegLib.errors import OncoSegError
 
 # Verb modules in the order `oncoseg --help` lists them. A module that is absent is skipped.
-VERB_MODULES = ["demo", "convert", "metrics", "segment", "export", "import_", "models", "train", "evaluate"]
+VERB_MODULES = ["demo", "convert", "metrics", "segment", "export", "import_", "models", "train", "evaluate", "autoseg"]
 
 
 def build_parser() -> argparse.ArgumentParser:

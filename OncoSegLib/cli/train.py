@@ -1,7 +1,7 @@
 """``oncoseg train --config CONFIG.yaml``: LoRA fine-tuning of SAM3 on your data (docs/training.md).
 
 Multi-GPU / multi-node: start the same command with torchrun, e.g.
-``torchrun --nproc_per_node 4 -m OncoSegLib.cli train --config CONFIG.yaml`` (DDP; gloo on CPU, NCCL on CUDA).
+``torchrun --nproc_per_node 4 -m OncoSegLib train --config CONFIG.yaml`` (DDP; gloo on CPU, NCCL on CUDA).
 Rerunning an interrupted command resumes from the last checkpoint; finished phases are skipped.
 """
 

@@ -1,0 +1,96 @@
+"""`oncoseg demo` end to end with the packaged demo model: files valid, report right against the phantom truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from OncoSegLib.demo import DEMO_MODEL_DIR
+
+pytestmark = pytest.mark.skipif(not (DEMO_MODEL_DIR / "model.safetensors").is_file(),
+                                reason="demo model not built (oncoseg train --config configs/demo_model.yaml)")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from OncoSegLib.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_demo_model_is_small_labelled_and_loads_without_missing_weights() -> None:
+    from OncoSegLib.models.loading import load_bundle
+
+    total = sum(p.stat().st_size for p in DEMO_MODEL_DIR.rglob("*") if p.is_file())
+    assert total <= 10 * 1024 * 1024
+    assert "not for clinical use" in (DEMO_MODEL_DIR / "README.md").read_text().lower()
+    info = json.loads((DEMO_MODEL_DIR / "oncoseg_model.json").read_text())
+    assert info["demo_model"] is True and info["trained_with"] == "oncoseg train"
+    bundle = load_bundle(str(DEMO_MODEL_DIR), device="cpu")
+    assert bundle.image_size == 112 and bundle.video is not None
+
+
+def test_demo_report_matches_the_phantom_truth(demo) -> None:  # noqa: ANN001
+    from OncoSegLib.io.nifti import read_nifti
+
+    out, rep = demo
+    pred = read_nifti(out / "segmentation.nii.gz")
+    truth = read_nifti(out / "truth.nii.gz")
+    p, t = np.rint(pred.array).astype(int), np.rint(truth.array).astype(int)
+    assert pred.same_grid(truth)
+    for name, s in rep["structures"].items():
+        lab = s["label"]
+        a, b = p == lab, t == lab
+        oracle = 2 * (a & b).sum() / (a.sum() + b.sum())  # recomputed from the written files
+        assert s["dice"] == pytest.approx(oracle, abs=1e-3), name
+        assert s["volume_ml"] == pytest.approx(a.sum() * np.prod(pred.spacing) / 1000, rel=1e-3)
+    for organ in ("liver", "vertebra", "right kidney", "left kidney"):
+        assert rep["structures"][organ]["dice"] >= 0.75, (organ, rep["structures"][organ])
+    assert rep["mean_dice"] >= 0.7
+    r = rep["structures"]["liver tumor"]["recist"]
+    assert r["truth_long_axis_mm"] > 0 and r["long_axis_mm"] >= r["short_axis_mm"] >= 0
+
+
+def test_demo_files_are_valid_dicom_referencing_the_series(demo) -> None:  # noqa: ANN001
+    import pydicom
+
+    from OncoSegLib.export.rtstruct import read_rtstruct
+    from OncoSegLib.io.dicom_series import read_dicom_series
+    from OncoSegLib.io.nifti import read_nifti
+
+    out, rep = demo
+    ct = read_dicom_series(out / "dicom")
+    rt = pydicom.dcmread(out / "rtstruct.dcm")
+    assert rt.Modality == "RTSTRUCT"
+    assert rt.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == ct.metadata["FrameOfReferenceUID"]
+    names = [r.ROIName for r in rt.StructureSetROISequence]
+    assert "liver" in names and "liver tumor" in names
+    labels, rois = read_rtstruct(out / "rtstruct.dcm", out / "dicom")
+    pred = np.rint(read_nifti(out / "segmentation.nii.gz").array).astype(int)
+    liver_label = next(r.label for r in rois if r.name == "liver")
+    a, b = labels == liver_label, pred == 1
+    assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.99  # RTSTRUCT round trip reproduces the label map
+    seg = pydicom.dcmread(out / "segmentation_seg.dcm")
+    assert seg.Modality == "SEG" and len(seg.SegmentSequence) == len(names)
+    assert (out / "overlay.png").read_bytes()[:4] == b"\x89PNG"
+    if shutil.which("dciodvfy"):
+        proc = subprocess.run(["dciodvfy", str(out / "rtstruct.dcm")], capture_output=True, text=True)
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, errors
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
+    from OncoSegLib.demo import run_demo
+    from OncoSegLib.errors import InputError
+
+    (tmp_path / "keep.txt").write_text("user file")
+    with pytest.raises(InputError, match="not empty"):
+        run_demo(tmp_path)
+    assert (tmp_path / "keep.txt").read_text() == "user file"
