@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     pred = Sam3Predictor(bundle)
     S = bundle.image_size
     vol = make_volume(max(slices, 3), *hw)
-    rss = PeakRSS()
+
     rows: list[tuple[str, str, str]] = []
 
     session = SegmentationSession(pred, cache_mb=4096)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     sync()
     n_enc = 1 if args.full_size and not gpu else 5
     times = []
-    with rss.measure() as m_enc:
+    with PeakRSS().measure() as m_enc:
         for _ in range(n_enc):
             t = time.perf_counter()
             emb = pred.encode(px)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     pred.predict(emb, points=pts[:1], labels=[1])
     sync()
     times = []
-    with rss.measure() as m_dec:
+    with PeakRSS().measure() as m_dec:
         for p in pts:
             t = time.perf_counter()
             pred.predict(emb, points=p[None], labels=[1])
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - t)
     dec_ms = float(np.median(times)) * 1000
     times = []
-    with rss.measure() as m_naive:
+    with PeakRSS().measure() as m_naive:
         with torch.inference_mode():
             for p in pts[:n_naive]:
                 t = time.perf_counter()
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         anchor = 0
         session.add_mask(o, vol.array[anchor] > 0, index=anchor)
         stamps = [time.perf_counter()]
-        with rss.measure() as m_prop:
+        with PeakRSS().measure() as m_prop:
             session.propagate(o, direction="forward", method="memory", min_area=0,
                               progress=lambda d, n, msg: stamps.append(time.perf_counter()))
             sync()
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             Sam3TrackerVideoInferenceSession,
         )
 
-        with rss.measure() as m_stock:
+        with PeakRSS().measure() as m_stock:
             t = time.perf_counter()
             frames = torch.cat([session.pixels("axial", k) for k in range(slices)])
             ref = Sam3TrackerVideoInferenceSession(video=frames, video_height=hw[0], video_width=hw[1],
