@@ -51,10 +51,12 @@ DEMO_PLAN: list[tuple[str, int, str]] = [
 
 
 def _middle_slice(mask: np.ndarray) -> int:
-    """The slice with the largest area among the middle third of the object's slices (a natural place to click)."""
-    ks = np.nonzero(mask.any(axis=(1, 2)))[0]
+    """Where a person would prompt: the middle one of the slices whose area is >= 90 % of the largest."""
     areas = mask.sum(axis=(1, 2))
-    return int(ks[int(np.argmax(areas[ks]))]) if len(ks) else 0
+    if not areas.any():
+        return 0
+    ks = np.nonzero(areas >= 0.9 * areas.max())[0]
+    return int(ks[len(ks) // 2])
 
 
 def _deepest_pixel(mask2d: np.ndarray) -> tuple[int, int]:

@@ -137,6 +137,7 @@ def test_report_recist_long_axis_matches_brute_force(run):
         m = truth[TEXT_OF[name]]
         expect = max(_feret_mm(m[k], SPACING[0], SPACING[1]) for k in range(m.shape[0]) if m[k].any())
         assert by[name].recist_long_mm == pytest.approx(expect, abs=1e-6)
+        assert by[name].instances[0].recist_long_mm == pytest.approx(expect, abs=1e-6)  # the one instance
         assert 0 < by[name].recist_short_mm <= by[name].recist_long_mm
 
 

@@ -44,7 +44,8 @@ class DatasetSpec:
     - npz: ``path`` = a folder of CVPR challenge ``.npz`` files (``imgs``, ``gts``, ``spacing``).
     - phantom: ``n_cases`` synthetic CTs from :func:`OncoSegLib.phantoms.make_ct_phantom` (seeds ``seed`` ..).
     ``labels`` maps label value -> concept name and overrides what the dataset says; ``modality`` drives
-    normalisation and the loss weights; ``max_cases`` limits how many cases are read.
+    normalisation and the loss weights; ``max_cases`` limits how many cases are read; ``remap`` {from: to} merges
+    label values first (e.g. ``{2: 1}`` = tumour counted as part of the organ, ``{3: 0}`` = drop label 3).
     """
 
     kind: str
@@ -60,6 +61,7 @@ class DatasetSpec:
     shape: list[int] = field(default_factory=lambda: [16, 112, 112])
     spacing: list[float] = field(default_factory=lambda: [0.8, 0.8, 2.5])
     max_cases: int | None = None
+    remap: dict[int, int] | None = None
     name: str | None = None
 
 
@@ -181,6 +183,8 @@ def _dataset(d: Any, where: str, base: Path) -> DatasetSpec:
         spec.path = str(p if p.is_absolute() else (base / p))
     if spec.labels is not None:
         spec.labels = {int(k): str(v) for k, v in spec.labels.items()}
+    if spec.remap is not None:
+        spec.remap = {int(k): int(v) for k, v in spec.remap.items()}
     return spec
 
 

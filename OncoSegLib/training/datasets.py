@@ -243,8 +243,24 @@ def build_cases(specs: list[DatasetSpec]) -> list[CaseRef]:
     out: list[CaseRef] = []
     for spec in specs:
         fn = {"msd": msd_cases, "folder2d": folder2d_cases, "npz": npz_cases, "phantom": phantom_cases}[spec.kind]
-        out.extend(fn(spec))
+        refs = fn(spec)
+        if spec.remap:
+            for ref in refs:
+                ref.load = _remapped(ref.load, spec.remap)
+                ref.names = {k: v for k, v in ref.names.items() if spec.remap.get(k, k) == k and k != 0}
+        out.extend(refs)
     return out
+
+
+def _remapped(load: Callable[[], tuple[Volume, np.ndarray]], remap: dict[int, int]
+              ) -> Callable[[], tuple[Volume, np.ndarray]]:
+    def wrapped() -> tuple[Volume, np.ndarray]:
+        vol, labels = load()
+        out = labels.copy()
+        for src, dst in remap.items():
+            out[labels == src] = dst
+        return vol, out
+    return wrapped
 
 
 # --------------------------------------------------------------------------------------------- loaded slices

@@ -566,6 +566,10 @@ def export_model(cfg: TrainConfig, adapter_dir: Path, out_dir: Path, device: tor
     info["validation"] = {m.parent.name: json.loads(m.read_text())["summary"].get("best_val_dice")
                           for m in metrics}
     (tmp / "oncoseg_model.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    last = cfg.output_dir / "phases" / cfg.phases[-1].name
+    for f in ("metrics.csv", "curves.png"):
+        if (last / f).is_file():
+            shutil.copy2(last / f, tmp / f"training_{f}")
     if cfg.export_readme:
         (tmp / "README.md").write_text(str(cfg.export_readme).strip() + "\n", encoding="utf-8")
     backup = out_dir.parent / f"{out_dir.name}.previous"
