@@ -179,6 +179,7 @@ class SegmentationSession:
         self._action: _Action | None = None
         self._lock = threading.RLock()
         self.last_repropagation: PropagationResult | None = None
+        self._last_text_features: tuple[CacheKey, Any] | None = None
 
     # ================================================================== volume
     def set_volume(self, volume: Volume, modality: str | None = None, window: tuple[float, float] | None = None
@@ -206,6 +207,7 @@ class SegmentationSession:
                          default=str)
         self._prep = hashlib.sha1(key.encode()).hexdigest()[:16]
         self.cache.clear()
+        self._last_text_features = None
         self._objects.clear()
         self._undo.clear()
         self._next_id = 1
@@ -506,10 +508,16 @@ class SegmentationSession:
             raise InputError("this predictor cannot run text prompts")
         ref = SliceRef(axis, idx)
         hw = slice_shape(self.shape_kji, axis)
-        emb = self.predictor.encode(self.pixels(axis, idx), with_detector=True)
         key = CacheKey(axis, idx, self._prep)
+        # Detector features are large and stay out of the LRU cache; the last slice's are kept so that several
+        # text prompts on one slice (a protocol of structures) encode it once.
+        if self._last_text_features is not None and self._last_text_features[0] == key:
+            emb = self._last_text_features[1]
+        else:
+            emb = self.predictor.encode(self.pixels(axis, idx), with_detector=True)
+            self._last_text_features = (key, emb)
         if key not in self.cache:
-            self.cache.put(key, emb)
+            self.cache.put(key, emb.tracker_only() if hasattr(emb, "tracker_only") else emb)
         dets = self.predictor.detect_text(emb, text, score_threshold=score_threshold, out_hw=hw,
                                           max_instances=max_instances)
         dets = [d for d in dets if np.asarray(d.mask).any()]  # an instance with no pixel at slice size is no object

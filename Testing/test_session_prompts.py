@@ -191,3 +191,24 @@ def test_modality_detection_reason_is_kept():
     assert s.modality == "ct" and s.modality_reason.startswith("detected")
     s.set_volume(vol, modality="MR")
     assert s.modality == "mri" and s.modality_reason == "chosen by the user"
+
+
+def test_text_prompts_on_one_slice_encode_it_once(monkeypatch):
+    """Several text prompts on one slice (an autoseg protocol) run the image encoder once."""
+    import numpy as np
+
+    from OncoSegLib.io.volume import Volume
+    from OncoSegLib.models.tiny import tiny_bundle
+    from OncoSegLib.session import SegmentationSession
+
+    session = SegmentationSession(tiny_bundle(seed=3))
+    session.set_volume(Volume(np.random.default_rng(1).normal(0, 300, (5, 40, 48)).astype(np.float32),
+                              modality="CT"), modality="ct")
+    calls = []
+    real = session.predictor.encode
+    monkeypatch.setattr(session.predictor, "encode", lambda px, **kw: calls.append(kw) or real(px, **kw))
+    for text in ("liver", "kidney", "spleen"):
+        session.add_text(text, index=2, score_threshold=0.0)
+    assert calls == [{"with_detector": True}]
+    session.add_text("liver", index=3, score_threshold=0.0)
+    assert len(calls) == 2
