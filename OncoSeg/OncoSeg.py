@@ -41,6 +41,7 @@ _ensureOncoSegLib()
 from OncoSegLib.errors import Cancelled, OncoSegError  # noqa: E402
 from OncoSegLib.slicer_support import core as oncoCore  # noqa: E402
 from OncoSegLib.slicer_support import dependencies as oncoDeps  # noqa: E402
+from OncoSegLib.slicer_support import dicom_tags as oncoDicomTags  # noqa: E402
 from OncoSegLib.slicer_support import geometry as oncoGeometry  # noqa: E402
 from OncoSegLib.slicer_support import merge as oncoMerge  # noqa: E402
 from OncoSegLib.slicer_support import params as oncoParams  # noqa: E402
@@ -134,6 +135,7 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._observedMarkups = []
         self._pollTimer = None
         self._modalityGuess = None
+        self._lastBusy = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -245,12 +247,16 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ----- worker events -----
     def onPoll(self) -> None:
+        busy = self.logic.worker.busy
         try:
-            self.logic.worker.poll()
+            delivered = self.logic.worker.poll()
         except Exception as e:  # a failing callback must not stop the timer
             logging.exception("OncoSeg callback failed")
             self.showError(e)
-        self.updateButtons()
+            delivered = 1
+        if delivered or busy != self._lastBusy:
+            self._lastBusy = busy
+            self.updateButtons()
 
     def showError(self, error) -> None:
         self.setBusy(False)
@@ -286,10 +292,16 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             guess.modality if guess else None, guess.confidence if guess else None, guess.reason if guess else None)
 
     def onPromptPlaced(self, caller, event) -> None:
-        """Record the slice axis of the view the point was placed in; auto-run for point prompts."""
-        n = caller.GetNumberOfControlPoints() - 1
-        if n >= 0 and not caller.GetNthControlPointDescription(n):
-            caller.SetNthControlPointDescription(n, self.logic.axisUnderCursor(self._parameterNode))
+        """Record the slice axis of the view the point was placed in; auto-run for point prompts.
+
+        The newest control point is not necessarily the last one (a preview point follows the mouse while placing),
+        so every defined point without a recorded axis gets the axis of the view under the cursor now.
+        """
+        axis = None
+        for n in self.logic.definedControlPoints(caller):
+            if not caller.GetNthControlPointDescription(n):
+                axis = axis or self.logic.axisUnderCursor(self._parameterNode)
+                caller.SetNthControlPointDescription(n, axis)
         isPoint = caller in (self._parameterNode.positivePoints, self._parameterNode.negativePoints)
         if isPoint and self._parameterNode.autoRun:
             self.runPrompts(interactive=True)
@@ -351,6 +363,9 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
             self.logic.installDependencies(plan)
         self.updateDependencyStatus()
+        if self.logic.restartRequired and slicer.util.confirmYesNoDisplay(
+                _("PyTorch was updated. Restart Slicer now to use it?"), windowTitle=_("OncoSeg dependencies")):
+            slicer.util.restart()
         return self.logic.dependencyPlan().nothing_to_do
 
     # ----- prompts -----
@@ -393,22 +408,22 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.cancel()
         self.ui.statusLabel.text = _("Cancelling (partial results are kept)...")
 
+    # onResult/onTextResults are called by worker.poll() from onPoll, whose handler shows any error once
+    # (slicer.util.tryWithErrorDisplay here would show a dialog and re-raise into a second one).
     def onResult(self, result) -> None:
         self.setBusy(False)
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Failed to write the segment."), waitCursor=True):
-            message = self.logic.writeResult(p.inputVolume, p.segmentation, result, p.overwritePolicy, parameterNode=p)
-            self.ui.statusLabel.text = message
-            self.showMeasurements([result])
+        message = self.logic.writeResult(p.inputVolume, p.segmentation, result, p.overwritePolicy, parameterNode=p)
+        self.ui.statusLabel.text = message
+        self.showMeasurements([result])
 
     def onTextResults(self, results) -> None:
         self.setBusy(False)
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Failed to write the segments."), waitCursor=True):
-            for result in results:
-                self.logic.writeResult(p.inputVolume, p.segmentation, result, p.overwritePolicy, parameterNode=p)
-            self.showMeasurements(results)
-            self.ui.statusLabel.text = _("{n} instance(s) found").format(n=len(results))
+        for result in results:
+            self.logic.writeResult(p.inputVolume, p.segmentation, result, p.overwritePolicy, parameterNode=p)
+        self.showMeasurements(results)
+        self.ui.statusLabel.text = _("{n} instance(s) found").format(n=len(results))
 
     def showMeasurements(self, results) -> None:
         table = self.ui.measurementsTable
@@ -423,7 +438,7 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for c, text in enumerate(result.row()):
                 item = qt.QTableWidgetItem(text)
                 if result.low:
-                    item.setBackground(qt.QColor(255, 220, 160))
+                    item.setBackground(qt.QBrush(qt.QColor(255, 220, 160)))
                     item.setToolTip(_("Low confidence: check this segment and add prompts"))
                 table.setItem(rowIndex, c, item)
         if results:
@@ -485,7 +500,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.core, self.worker = sharedEngine()
         self.undoStack = oncoMerge.UndoStack()
-        self._undoSegmentation = None
+        self.restartRequired = False
 
     def getParameterNode(self):
         return OncoSegParameterNode(super().getParameterNode())
@@ -514,6 +529,8 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
     def installDependencies(self, plan=None):
         """Install torch (PyTorch extension) then the pip packages; main thread only, after the user confirmed."""
         plan = plan or self.dependencyPlan()
+        # an already imported torch stays loaded in this process: an update only takes effect after a restart
+        self.restartRequired = self.restartRequired or (plan.torch_action == "upgrade" and "torch" in sys.modules)
         if plan.torch_action != "ok":
             try:
                 import PyTorchUtils
@@ -528,7 +545,15 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         if plan.pip_args:
             with open(plan.pip_args[-1], "w", encoding="utf-8") as f:
                 f.write(plan.constraints_text)
-            slicer.util.pip_install(plan.pip_args)
+            try:  # newer Slicer: slicer.packaging (progress dialog naming the requester); else util.pip_install(list)
+                import slicer.packaging
+                pipInstall = getattr(slicer.packaging, "pip_install", None)
+            except ImportError:
+                pipInstall = None
+            if pipInstall is not None:
+                pipInstall(plan.pip_args, requester="OncoSeg")
+            else:
+                slicer.util.pip_install(plan.pip_args)
         return self.dependencyPlan()
 
     def submitLoadModel(self, model, device="auto", onDone=None, onError=None, onProgress=None):
@@ -587,6 +612,12 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         return oncoGeometry.axis_from_slice_normal(normal, rasToIjk, toWorld)
 
     # ----- prompt nodes -----
+    def definedControlPoints(self, markupsNode):
+        """Indices of the control points whose position is defined (not the preview point that follows the mouse)."""
+        statuses = [markupsNode.GetNthControlPointPositionStatus(n)
+                    for n in range(markupsNode.GetNumberOfControlPoints())]
+        return oncoPrompts.defined_indices(statuses, slicer.vtkMRMLMarkupsNode.PositionDefined)
+
     def ensurePromptNodes(self, parameterNode):
         """Create the markups nodes prompts are placed into (kept in the scene, so saved with it)."""
         specs = (("positivePoints", "vtkMRMLMarkupsFiducialNode", "OncoSeg +", (0.1, 0.8, 0.1)),
@@ -598,6 +629,8 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
                 node = slicer.mrmlScene.AddNewNodeByClass(className, name)
                 node.CreateDefaultDisplayNodes()
                 node.GetDisplayNode().SetSelectedColor(color)
+                if attr == "scribble":
+                    node.SetCurveTypeToLinear()  # the stroke drawn is the polyline the prompt uses
                 setattr(parameterNode, attr, node)
 
     def promptsFromNodes(self, parameterNode):
@@ -606,25 +639,28 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         rasToIjk, toWorld, shape = self.volumeGeometry(p.inputVolume)
 
         def points(node):
-            if node is None or node.GetNumberOfControlPoints() == 0:
+            """World positions (N, 3) and recorded axes of the defined control points only."""
+            if node is None:
                 return None, None
-            world = slicer.util.arrayFromMarkupsControlPoints(node, world=True)
-            axes = [node.GetNthControlPointDescription(n) for n in range(node.GetNumberOfControlPoints())]
-            return world, axes
+            keep = self.definedControlPoints(node)
+            if not keep:
+                return None, None
+            world = slicer.util.arrayFromMarkupsControlPoints(node, world=True)[keep]
+            return world, [node.GetNthControlPointDescription(n) for n in keep]
 
         posWorld, posAxes = points(p.positivePoints)
         negWorld, negAxes = points(p.negativePoints)
         corners = None
         roi = p.boxROI
-        if roi is not None and roi.GetNumberOfControlPoints() > 0:
+        if roi is not None and self.definedControlPoints(roi):
             center, size = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
             roi.GetCenterWorld(center)
             roi.GetSizeWorld(size)
             axes = slicer.util.arrayFromVTKMatrix(roi.GetObjectToWorldMatrix())
             corners = oncoGeometry.roi_corners_world(center, size, axes)
-        scribbleWorld = None
-        if p.scribble is not None and p.scribble.GetNumberOfControlPoints() > 1:
-            scribbleWorld = slicer.util.arrayFromMarkupsCurvePoints(p.scribble, world=True)
+        scribbleWorld, _scribbleAxes = points(p.scribble)  # the stroke: its defined control points, as a polyline
+        if scribbleWorld is not None and len(scribbleWorld) < 2:
+            scribbleWorld = None
         defaultAxis = "axial" if p.promptAxis == "auto" else p.promptAxis
         return oncoPrompts.prompts_from_markups(p.segmentName, rasToIjk, shape, toWorld, posWorld, posAxes, negWorld,
                                                 negAxes, corners, scribbleWorld, None, "", defaultAxis)
@@ -638,21 +674,28 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         self.core.forget(parameterNode.segmentName)
 
     # ----- jobs (main thread prepares, worker runs, main thread writes) -----
-    def _modalityFor(self, volumeNode, modality):
+    def _modalityFor(self, volume, modality):
         if modality and modality != "auto":
             return modality
-        guess = self.detectModality(volumeNode)
+        try:
+            from OncoSegLib.modality import detect_modality
+
+            guess = detect_modality(volume)
+        except Exception as e:  # detection is advisory
+            logging.warning(f"OncoSeg: modality detection failed: {e}")
+            guess = None
         return oncoParams.resolve_modality("auto", guess.modality if guess else None)
 
-    def _volumeRequest(self, volumeNode, modality, model, device):
+    def _volumeRequest(self, volumeNode, modality, model, device, lowConfidence=None):
         if volumeNode is None:
             raise OncoSegError(_("No input volume"), hint=_("select an input volume"))
-        return {"volume": self.volumeFromNode(volumeNode), "key": self.volumeKey(volumeNode),
-                "modality": self._modalityFor(volumeNode, modality), "model": model, "device": device}
+        volume = self.volumeFromNode(volumeNode)
+        return {"volume": volume, "key": self.volumeKey(volumeNode), "modality": self._modalityFor(volume, modality),
+                "model": model, "device": device, "lowConfidence": lowConfidence}
 
     def promptRequest(self, parameterNode):
         p = parameterNode
-        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device)
+        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device, p.lowConfidence)
         prompts = self.promptsFromNodes(p)
         if prompts.is_empty():
             raise OncoSegError(_("No prompts placed"), hint=_("place a point, a box or a scribble first"))
@@ -662,14 +705,14 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
 
     def textRequest(self, parameterNode, text):
         p = parameterNode
-        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device)
+        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device, p.lowConfidence)
         request["text"] = text
         request["axis"] = "axial" if p.promptAxis == "auto" else p.promptAxis
         return request
 
     def propagateRequest(self, parameterNode):
         p = parameterNode
-        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device)
+        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device, p.lowConfidence)
         request.update(name=p.segmentName, direction=p.propagateDirection, method=p.propagateMethod)
         return request
 
@@ -677,6 +720,8 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         """Worker thread: model and session for the request's volume."""
         self.core.load_model(request["model"], request["device"])
         self.core.set_volume(request["volume"], request["key"], request["modality"])
+        if request.get("lowConfidence") is not None:
+            self.core.low_threshold = float(request["lowConfidence"])
 
     def submitPrompts(self, request, dropIfBusy=False, onDone=None, onError=None):
         def job(cancel, progress):
@@ -734,21 +779,39 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
     def _segmentArray(self, segmentationNode, segmentId, volumeNode):
         return slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode).astype(bool)
 
-    def _writeRegion(self, segmentationNode, volumeNode, update):
-        """Write one RegionUpdate (values in a (k, j, i) box) into a segment, touching only that box."""
-        image = slicer.vtkOrientedImageData()
+    def _ijkToSegmentationMatrix(self, volumeNode, segmentationNode):
+        """4x4 vtkMatrix4x4: the volume's IJK -> the segmentation node's coordinates (labelmaps live there)."""
         ijkToRas = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(ijkToRas)
-        image.SetImageToWorldMatrix(ijkToRas)
+        volumeToSegmentation = vtk.vtkMatrix4x4()
+        if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+                volumeNode.GetParentTransformNode(), segmentationNode.GetParentTransformNode(), volumeToSegmentation):
+            raise OncoSegError(_("The volume and the segmentation are under different non-linear transforms"),
+                               hint=_("harden the transforms or choose a segmentation under the volume's transform"))
+        ijkToSegmentation = vtk.vtkMatrix4x4()
+        vtk.vtkMatrix4x4.Multiply4x4(volumeToSegmentation, ijkToRas, ijkToSegmentation)
+        return ijkToSegmentation
+
+    def _writeRegion(self, segmentationNode, volumeNode, update):
+        """Write one RegionUpdate (0/1 values in a (k, j, i) box) into its segment, touching only that box.
+
+        Two merge operations (see ``oncoMerge.REGION_WRITE_MODES``): MODE_MERGE_MIN clears the segment's voxels
+        where the value is 0, MODE_MERGE_MASK sets them where it is 1, both limited to the box. MODE_REPLACE would
+        clear the whole segment when it shares a labelmap layer with other segments.
+        """
+        image = slicer.vtkOrientedImageData()
+        image.SetImageToWorldMatrix(self._ijkToSegmentationMatrix(volumeNode, segmentationNode))
         extent = oncoGeometry.extent_from_bbox(update.bbox)
-        image.SetExtent(list(extent))  # the int[6] overload exists in VTK 9.x and main
+        image.SetExtent(list(extent))
         image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
         values = vtk.util.numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-        values[:] = update.values.astype(np.uint8).ravel()
-        ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            image, segmentationNode, update.segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE, extent)
-        if not ok:
-            raise OncoSegError(_("Could not write segment {id}").format(id=update.segment_id))
+        values[:] = update.values.astype(np.uint8).ravel()  # (k, j, i) C order = VTK's i-fastest point order
+        modes = {"MODE_MERGE_MIN": slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MIN,
+                 "MODE_MERGE_MASK": slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MASK}
+        for modeName in oncoMerge.REGION_WRITE_MODES:
+            if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+                    image, segmentationNode, update.segment_id, modes[modeName], extent):
+                raise OncoSegError(_("Could not write segment {id}").format(id=update.segment_id))
 
     def writeResult(self, volumeNode, segmentationNode, result, overwritePolicy="protect", parameterNode=None):
         """Write an ObjectResult into the segment of the same name (created if missing); returns a status line."""
@@ -769,14 +832,13 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
                 others[otherId] = self._segmentArray(segmentationNode, otherId, volumeNode)
         plan = oncoMerge.plan_segment_write(segmentId, old, result.mask, others, overwritePolicy)
         with slicer.util.RenderBlocker():
-            for update in plan.updates:
+            for update in oncoMerge.write_order(plan.updates, segmentId):
                 self._writeRegion(segmentationNode, volumeNode, update)
         segment = segmentation.GetSegment(segmentId)
         if parameterNode is not None:
             segment.SetTag("OncoSeg.prompts", parameterNode.promptsJson)
         segment.SetTag("OncoSeg.confidence", "" if result.iou is None else f"{result.iou:.3f}")
-        self.undoStack.push(result.name, plan.undo)
-        self._undoSegmentation = segmentationNode
+        self.undoStack.push(result.name, plan.undo, owner=(segmentationNode, volumeNode))
         message = _("{name}: {ml:.2f} mL").format(name=result.name, ml=result.volume_ml)
         if plan.protected_voxels:
             message += " " + _("({n} voxels kept in other segments)").format(n=plan.protected_voxels)
@@ -786,17 +848,22 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         return len(self.undoStack) > 0
 
     def undoLastEdit(self, segmentationNode=None):
-        """Restore the voxels changed by the last AI edit."""
+        """Restore the voxels changed by the last AI edit, in the segmentation that edit was written to.
+
+        ``segmentationNode`` is accepted for compatibility and ignored: the edit's own node is used, so selecting
+        another segmentation before pressing Undo cannot write the old voxels into the wrong one.
+        """
+        owner = self.undoStack.peek_owner()
         record = self.undoStack.pop()
         if record is None:
             return _("Nothing to undo")
         name, updates = record
-        segmentationNode = segmentationNode or self._undoSegmentation
-        volumeNode = segmentationNode.GetNodeReference(
-            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+        editedSegmentation, volumeNode = owner
+        if editedSegmentation.GetScene() is None or volumeNode.GetScene() is None:
+            raise OncoSegError(_("The segmentation or volume of the last edit was removed from the scene"))
         with slicer.util.RenderBlocker():
             for update in updates:
-                self._writeRegion(segmentationNode, volumeNode, update)
+                self._writeRegion(editedSegmentation, volumeNode, update)
         self.core.forget(name)
         return _("Undid the last edit of {name}").format(name=name)
 
@@ -920,8 +987,22 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         exporter = DicomRtImportExportPlugin.DicomRtImportExportPluginClass()
         exportables = (exporter.examineForExport(volumeItem)
                        + exporter.examineForExport(shNode.GetItemByDataNode(segmentationNode)))
+        # what Slicer's DICOM export dialog does before exporting: patient/study/series tags from Subject Hierarchy
+        # (without it the new study has no patient name/ID and SlicerRT writes any volume as Modality CT)
+        studyItem = shNode.GetItemParent(volumeItem)
+        patientItem = shNode.GetItemParent(studyItem)
+
+        def attributes(itemId, tagNames):
+            return {t: shNode.GetItemAttribute(itemId, oncoDicomTags.attribute_name(t)) for t in tagNames}
+
+        patient = attributes(patientItem, oncoDicomTags.PATIENT_TAGS)
+        study = attributes(studyItem, oncoDicomTags.STUDY_TAGS)
         for exportable in exportables:
             exportable.directory = outDir
+            offered = {t: exportable.tag(t) for t in oncoDicomTags.SERIES_TAGS if exportable.tag(t)}
+            series = attributes(exportable.subjectHierarchyItemID, oncoDicomTags.SERIES_TAGS)
+            for tagName, value in oncoDicomTags.exportable_tags(patient, study, series, offered).items():
+                exportable.setTag(tagName, value)
         error = exporter.export(exportables)
         if error:
             raise OncoSegError(_("SlicerRT export failed: {error}").format(error=error))
@@ -1025,7 +1106,7 @@ class OncoSegTest(ScriptedLoadableModuleTest):
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
         self.assertEqual(mask.shape, volume.shape_kji)
         written = int(mask.sum())
-        expected = int(logic.core.session.result("lesion").sum())
+        expected = int(logic.core.session.result(logic.core.object_id("lesion")).sum())
         self.assertEqual(written, expected)
         # undo restores the empty segment
         logic.undoLastEdit(segmentationNode)

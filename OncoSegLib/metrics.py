@@ -217,12 +217,13 @@ def hd95(pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float] | None = None,
 
 @dataclass
 class RecistResult:
-    """RECIST-style diameters of a mask, measured on axial (k) slices.
+    """RECIST-style diameters of a mask, measured in the slices perpendicular to one array axis (the axial one).
 
     Attributes:
         long_axis_mm: longest in-plane diameter over all slices (0.0 for an empty mask).
         short_axis_mm: longest diameter perpendicular to that long axis, on the same slice.
-        slice_index: k of that slice, None when the mask is empty.
+        slice_index: index of that slice along the measured axis (k for the default ``axial_axis=0``), None when
+            the mask is empty.
         long_axis_ijk, short_axis_ijk: end points as continuous IJK indices ((i, j, k) rows, shape (2, 3)); map them
             with ``volume.ijk_to_lps_points`` (or ``ijk_to_ras``) to draw line markups. Empty arrays when empty.
     """
@@ -280,11 +281,26 @@ def _chord_extent(m2: np.ndarray, sj: float, si: float, origin: np.ndarray, dire
     return float(t[w[0]]), float(t[w[-1] + 1])
 
 
+def axial_array_axis(direction: np.ndarray) -> int:
+    """Array axis (0 = k, 1 = j, 2 = i of a (K, J, I) array) closest to the patient's S-I axis.
+
+    ``direction`` is :attr:`Volume.direction` (columns = i, j, k unit vectors in LPS). Slices perpendicular to the
+    returned axis are the (most nearly) axial ones: 0 for axial acquisitions, 1 or 2 for coronal/sagittal ones.
+    """
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    ijk_axis = int(np.argmax(np.abs(d[2, :])))  # S component of the i, j, k axes
+    return 2 - ijk_axis
+
+
 def recist(mask: ArrayLike, spacing: Sequence[float] | None = None, *,
-           spacing_ijk: Sequence[float] | None = None) -> RecistResult:
+           spacing_ijk: Sequence[float] | None = None, axial_axis: int | None = None) -> RecistResult:
     """RECIST 1.1-style long and short axis of a mask, in mm.
 
-    Definition (per axial slice k, i.e. per (J, I) plane of the (K, J, I) array; a 2D (J, I) mask is one slice):
+    ``axial_axis``: the array axis whose slices are axial (see :func:`axial_array_axis`); default: taken from the
+    direction of a ``Volume`` mask, else 0 (k). RECIST measures in axial slices: for a sagittal or coronal
+    acquisition the k slices are not axial, so pass the Volume (or ``axial_axis``).
+
+    Definition (per axial slice, e.g. per (J, I) plane of a (K, J, I) array; a 2D (J, I) mask is one slice):
     - The lesion in a slice is the union of its pixels, each pixel a sj × si rectangle (anisotropic in-plane
       spacing is honoured). The **long axis** is its maximum Feret diameter: the largest distance between two
       points of the lesion (computed exactly from the convex hull of boundary-pixel corners). A single pixel
@@ -299,11 +315,21 @@ def recist(mask: ArrayLike, spacing: Sequence[float] | None = None, *,
     """
     m, _, sp = _resolve(mask, None, spacing, spacing_ijk)
     m = _bool(m)
+    if axial_axis is None:
+        axial_axis = axial_array_axis(mask.direction) if isinstance(mask, Volume) and m.ndim == 3 else 0
     if m.ndim == 2:
+        if axial_axis != 0:
+            raise InputError("axial_axis applies to 3D masks only")
         m = m[None]
         sp = (1.0,) + tuple(sp)
     if m.ndim != 3:
         raise InputError(f"RECIST needs a (K, J, I) or (J, I) mask, got shape {m.shape}")
+    if axial_axis not in (0, 1, 2):
+        raise InputError(f"axial_axis must be 0, 1 or 2, got {axial_axis}")
+    # measure on the array with the axial axis first: perm[n] = original axis of axis n (the in-plane order kept)
+    perm = [axial_axis] + [a for a in range(3) if a != axial_axis]
+    m = np.transpose(m, perm)
+    sp = tuple(sp[a] for a in perm)
     _, sj, si = sp
     best: tuple[float, int, np.ndarray, np.ndarray] | None = None
     for k in np.nonzero(m.any(axis=(1, 2)))[0]:
@@ -329,7 +355,11 @@ def recist(mask: ArrayLike, spacing: Sequence[float] | None = None, *,
             s_end = (origin + ext[0] * n, origin + ext[1] * n)
 
     def to_ijk(p: np.ndarray) -> list[float]:
-        return [float(p[0] / si), float(p[1] / sj), float(k)]
+        idx_t = (float(k), float(p[1] / sj), float(p[0] / si))  # index in the transposed array
+        idx = [0.0, 0.0, 0.0]
+        for n, a in enumerate(perm):
+            idx[a] = idx_t[n]
+        return [idx[2], idx[1], idx[0]]  # array (k, j, i) -> (i, j, k)
 
     long_ijk = np.array([to_ijk(a), to_ijk(b)])
     short_ijk = np.array([to_ijk(s_end[0]), to_ijk(s_end[1])]) if s_end is not None else np.zeros((0, 3))
@@ -345,7 +375,7 @@ METRIC_KEYS = ("dice", "iou", "nsd", "hd95", "volume_ml", "volume_gt_ml",
 def evaluate_label_maps(pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float] | None = None,
                         tolerance_mm: float = 2.0, labels: Sequence[int] | None = None, *,
                         spacing_ijk: Sequence[float] | None = None, cvpr_rule: bool = False,
-                        with_recist: bool = True) -> dict[int, dict[str, float]]:
+                        with_recist: bool = True, axial_axis: int | None = None) -> dict[int, dict[str, float]]:
     """Metrics per label of two integer label maps on the same grid.
 
     Args:
@@ -355,6 +385,8 @@ def evaluate_label_maps(pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float]
         labels: labels to evaluate; default every non-zero label present in either map (sorted).
         cvpr_rule: NSD = 0 when Dice <= 0.2.
         with_recist: add RECIST long/short axes of prediction and truth.
+        axial_axis: array axis of the axial slices for RECIST; default from ``gt``'s (else ``pred``'s) direction
+            when they are Volumes, else 0 (see :func:`recist`).
 
     Returns ``{label: {"dice", "iou", "nsd", "hd95", "volume_ml" (prediction), "volume_gt_ml",
     "recist_long_mm", "recist_short_mm", "recist_gt_long_mm", "recist_gt_short_mm"}}``; floats, ``hd95`` may be
@@ -362,6 +394,9 @@ def evaluate_label_maps(pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float]
     """
     p, g, sp = _resolve(pred, gt, spacing, spacing_ijk)
     assert g is not None
+    if axial_axis is None:
+        src = gt if isinstance(gt, Volume) else (pred if isinstance(pred, Volume) else None)
+        axial_axis = axial_array_axis(src.direction) if src is not None and p.ndim == 3 else 0
     for name, a in (("prediction", p), ("truth", g)):
         if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
             if not np.all(np.isfinite(a)) or not np.array_equal(a, np.round(a)):
@@ -386,7 +421,7 @@ def evaluate_label_maps(pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float]
             "volume_gt_ml": int(gm.sum()) * vox_ml,
         }
         if with_recist:
-            rp, rg = recist(pm, sp), recist(gm, sp)
+            rp, rg = recist(pm, sp, axial_axis=axial_axis), recist(gm, sp, axial_axis=axial_axis)
             row.update(recist_long_mm=rp.long_axis_mm, recist_short_mm=rp.short_axis_mm,
                        recist_gt_long_mm=rg.long_axis_mm, recist_gt_short_mm=rg.short_axis_mm)
         out[int(lab)] = row
@@ -399,6 +434,7 @@ def to_jsonable(results: dict[int, dict[str, float]]) -> dict[str, dict[str, flo
 
 
 __all__ = [
-    "dice", "iou", "nsd", "hd95", "volume_ml", "recist", "RecistResult", "boundary", "surface_distances",
+    "dice", "iou", "nsd", "hd95", "volume_ml", "recist", "RecistResult", "axial_array_axis", "boundary",
+    "surface_distances",
     "evaluate_label_maps", "to_jsonable", "METRIC_KEYS",
 ]

@@ -97,9 +97,157 @@ VERIFIED = [
     ("setCurrentText", "qt_method", "Slicer/Slicer", "*.py", r"\.setCurrentText("),
     ("setCurrentNode", "qt_method", "Slicer/Slicer", "qSlicerMarkupsPlaceWidget.h", r"void setCurrentNode(vtkMRMLNode\* currentNode)"),
     ("text", "qt_method", "Slicer/Slicer", "*.py", r"\.text = "),
+    # added in the semantic audit (each read in the header/source named by the pattern)
+    ("qt.QBrush", "qualified", "Slicer/Slicer", "*.py", r"qt\.QBrush("),
+    ("vtk.vtkMatrix4x4.Multiply4x4", "qualified", "Slicer/Slicer", "*.py", r"vtk\.vtkMatrix4x4\.Multiply4x4("),
+    ("slicer.packaging", "qualified", "Slicer/Slicer", "packaging.py", r"^def pip_install("),
+    ("slicer.vtkMRMLMarkupsNode.PositionDefined", "qualified", "Slicer/Slicer", "vtkMRMLMarkupsNode.h", r"PositionDefined, "),
+    ("slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MIN", "qualified", "Slicer/Slicer", "vtkSlicerSegmentationsModuleLogic.h", r"MODE_MERGE_MAX,"),
+    ("slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MASK", "qualified", "Slicer/Slicer", "vtkSlicerSegmentationsModuleLogic.h", r"MODE_MERGE_MASK$"),
+    ("slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes", "qualified", "Slicer/Slicer", "vtkMRMLTransformNode.h", r"static int GetMatrixTransformBetweenNodes("),
+    ("SetCurveTypeToLinear", "method", "Slicer/Slicer", "vtkMRMLMarkupsCurveNode.h", r"void SetCurveTypeToLinear()"),
+    ("GetNthControlPointPositionStatus", "method", "Slicer/Slicer", "vtkMRMLMarkupsNode.h", r"int GetNthControlPointPositionStatus(int pointIndex)"),
+    ("tag", "qt_method", "Slicer/Slicer", "qSlicerDICOMExportable.h", r"Q_INVOKABLE QString tag(QString tagName)"),
+    ("setTag", "qt_method", "Slicer/Slicer", "qSlicerDICOMExportable.h", r"Q_INVOKABLE void setTag(QString tagName, QString tagValue)"),
+    ("subjectHierarchyItemID", "qt_method", "Slicer/Slicer", "qSlicerDICOMExportable.h", r"Q_PROPERTY(vtkIdType subjectHierarchyItemID"),
+    ("directory", "qt_method", "Slicer/Slicer", "qSlicerDICOMExportable.h", r"Q_PROPERTY(QString directory"),
     ("enabled", "qt_method", "Slicer/Slicer", "*.py", r"\.enabled = "),
     ("toolTip", "qt_method", "Slicer/Slicer", "*.py", r"\.toolTip = "),
 ]
+
+
+# Qt signals connected by name, per sender class: (class, normalised signature, repo, path glob, regex proving it).
+# PythonQt connects "name(types)" strings; a wrong signature fails only at run time, in Slicer.
+SIGNALS = [
+    ("QPushButton", "clicked(bool)", "Slicer/Slicer", "TemplateKey.py", r"applyButton\.connect(\"clicked(bool)\""),
+    ("QComboBox", "currentTextChanged(QString)", "Slicer/Slicer", "*.cxx", r"QComboBox::currentTextChanged"),
+    ("qMRMLNodeComboBox", "currentNodeChanged(vtkMRMLNode*)", "Slicer/Slicer", "qMRMLNodeComboBox.h", r"void currentNodeChanged(vtkMRMLNode\* node);"),
+    ("QTimer", "timeout()", "Slicer/Slicer", "packaging.py", r"_hideTimer\.connect(\"timeout()\""),
+]
+
+# C++ methods whose positional argument counts are read from their declarations (one header per class). Only
+# headers present in the mirrors are parsed (VTK's own are not: their methods are checked by name only).
+ARITY_HEADERS = {
+    "Libs/MRML/Core/vtkMRMLMarkupsNode.h": ["AddControlPointWorld", "GetNthControlPointDescription",
+                                            "SetNthControlPointDescription", "GetNthControlPointPositionStatus",
+                                            "GetNumberOfControlPoints", "RemoveAllControlPoints"],
+    "Libs/MRML/Core/vtkMRMLMarkupsROINode.h": ["GetCenterWorld", "GetSizeWorld", "GetObjectToWorldMatrix"],
+    "Libs/MRML/Core/vtkMRMLMarkupsCurveNode.h": ["SetCurveTypeToLinear"],
+    "Libs/vtkSegmentationCore/vtkSegmentation.h": ["AddEmptySegment", "GetNthSegmentID", "GetNumberOfSegments",
+                                                   "GetSegment", "GetSegmentIdBySegmentName", "SeparateSegmentLabelmap"],
+    "Libs/vtkSegmentationCore/vtkSegment.h": ["SetTag"],
+    "Libs/MRML/Core/vtkMRMLSegmentationNode.h": ["SetReferenceImageGeometryParameterFromVolumeNode",
+                                                 "CreateDefaultDisplayNodes"],
+    "Libs/MRML/Core/vtkMRMLSubjectHierarchyNode.h": ["CreateStudyItem", "CreateSubjectItem", "GetItemAttribute",
+                                                     "GetItemByDataNode", "GetItemParent", "GetItemUID",
+                                                     "GetSceneItemID", "SetItemParent"],
+    "Libs/MRML/Core/vtkMRMLCrosshairNode.h": ["GetCursorPositionXYZ"],
+    "Libs/MRML/Core/vtkMRMLSliceNode.h": ["GetSliceToRAS"],
+    "Libs/MRML/Core/vtkMRMLVolumeNode.h": ["GetIJKToRASMatrix", "GetRASToIJKMatrix", "GetImageData"],
+    "Libs/MRML/Core/vtkMRMLTransformableNode.h": ["GetParentTransformNode", "SetAndObserveTransformNodeID"],
+    "Libs/MRML/Core/vtkMRMLTransformNode.h": ["IsTransformToWorldLinear", "GetMatrixTransformBetweenNodes"],
+    "Libs/vtkSegmentationCore/vtkOrientedImageData.h": ["SetImageToWorldMatrix"],
+    "Modules/Loadable/Segmentations/Logic/vtkSlicerSegmentationsModuleLogic.h": ["SetBinaryLabelmapToSegment"],
+}
+
+# Python functions whose signatures (parameter names, required count) are read from source with ast.
+SIGNATURE_SOURCES = {
+    ("Slicer/Slicer", "Base/Python/slicer/util.py"): ("slicer.util", [
+        "loadUI", "childWidgetVariables", "errorDisplay", "infoDisplay", "confirmOkCancelDisplay",
+        "tryWithErrorDisplay", "mainWindow", "pip_install", "arrayFromTransformMatrix", "arrayFromVTKMatrix",
+        "arrayFromVolume", "arrayFromMarkupsControlPoints", "arrayFromSegmentBinaryLabelmap",
+        "updateSegmentBinaryLabelmapFromArray", "addVolumeFromArray", "tempDirectory", "getModuleLogic",
+        "loadVolume", "confirmYesNoDisplay", "restart"]),
+    ("Slicer/Slicer", "Base/Python/slicer/packaging.py"): ("slicer.packaging", ["pip_install", "pip_ensure"]),
+    ("fepegar/SlicerPyTorch", "PyTorchUtils/PyTorchUtils.py"): ("PyTorchUtils", ["PyTorchUtilsLogic.installTorch"]),
+    ("SlicerRt/SlicerRT", "DicomRtImportExport/DicomRtImportExportPlugin.py"): (
+        "DicomRtImportExportPlugin", ["DicomRtImportExportPluginClass.examineForExport",
+                                      "DicomRtImportExportPluginClass.export"]),
+}
+
+
+# Qt Designer properties of Slicer/CTK widget classes used in the .ui: Q_PROPERTY names and enum values read from
+# the class header (inherited Qt properties such as toolTip or text are listed by the test, not here).
+UI_CLASS_HEADERS = {
+    "qMRMLNodeComboBox": ("Slicer/Slicer", "Libs/MRML/Widgets/qMRMLNodeComboBox.h"),
+    "qSlicerMarkupsPlaceWidget": ("Slicer/Slicer", "Modules/Loadable/Markups/Widgets/qSlicerMarkupsPlaceWidget.h"),
+    "ctkCollapsibleButton": ("commontk/CTK", "Libs/Widgets/ctkCollapsibleButton.h"),
+}
+
+
+def header_properties(text: str) -> dict:
+    """Q_PROPERTY names and the identifiers of every enum declared in a Qt header."""
+    import re
+
+    props = sorted(set(re.findall(r"Q_PROPERTY\(\s*[\w:<>]+\s+(\w+)\s+READ", text)))
+    enums = {}
+    for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", text):
+        body = re.sub(r"//[^\n]*", "", body)
+        enums[name] = [v.split("=")[0].strip() for v in body.split(",") if v.split("=")[0].strip()]
+    return {"properties": props, "enums": enums}
+
+
+def _split_params(text: str) -> list[str]:
+    depth, cur, out = 0, "", []
+    for ch in text:
+        if ch in "(<[{":
+            depth += 1
+        elif ch in ")>]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [p.strip() for p in out if p.strip() and p.strip() != "void"]
+
+
+def declared_arities(header_text: str, method: str) -> list[list[int]]:
+    """[min, max] positional argument counts of every declaration of ``method`` in a C++ header.
+
+    A declaration is a line (not a comment, not a call inside an inline body) where a return type precedes the name.
+    """
+    import re
+
+    out = []
+    pat = re.compile(rf"^\s*(?:virtual\s+|static\s+|inline\s+|VTK_\w+\s+)*(?:const\s+)?[\w:<>]+[\s\*&]+{method}\s*\(")
+    lines = header_text.splitlines()
+    for n, line in enumerate(lines):
+        if line.lstrip().startswith(("//", "*", "/*")) or not pat.search(line) or "return" in line[:line.find(method)]:
+            continue
+        body = "\n".join(lines[n:n + 12])
+        start = body.index(method + "(") + len(method) + 1 if method + "(" in body else body.index("(") + 1
+        depth, end = 1, start
+        while end < len(body) and depth:
+            depth += {"(": 1, ")": -1}.get(body[end], 0)
+            end += 1
+        params = _split_params(body[start:end - 1])
+        required = sum(1 for p in params if "=" not in p)
+        out.append([required, len(params)])
+    return out
+
+
+def _signature(tree, dotted: str) -> dict | None:
+    import ast
+
+    scope = tree.body
+    parts = dotted.split(".")
+    node = None
+    for part in parts:
+        node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part), None)
+        if node is None:
+            return None
+        scope = node.body
+    if not isinstance(node, ast.FunctionDef):
+        return None
+    a = node.args
+    names = [x.arg for x in a.posonlyargs + a.args]
+    if len(parts) > 1 and names and names[0] in ("self", "cls"):
+        names = names[1:]
+    n_defaults = len(a.defaults)
+    return {"params": names + [x.arg for x in a.kwonlyargs], "positional": len(names),
+            "required": len(names) - n_defaults, "varargs": a.vararg is not None, "varkw": a.kwarg is not None}
 
 
 def _git(mirror: Path, *args: str) -> str:
@@ -158,6 +306,50 @@ def build(index_dir: Path, mirrors: Path, previous: dict) -> dict:
                 continue
             raise SystemExit(f"cannot verify {name}: no mirror of {repo} or pattern {regex!r} not found")
         verified.append({"name": name, "kind": kind, **where})
+    import ast
+
+    signals = []
+    old_signals = {(v["class"], v["signature"]): v for v in previous.get("signals", [])}
+    for cls, sig, repo, glob, regex in SIGNALS:
+        where = locate(mirrors, repo, glob, regex)
+        if where is None or where.get("path") is None:
+            if (cls, sig) in old_signals:
+                signals.append(old_signals[(cls, sig)])
+                continue
+            raise SystemExit(f"cannot verify signal {cls}.{sig}")
+        signals.append({"class": cls, "signature": sig, **where})
+    arity: dict[str, dict] = dict(previous.get("arity", {}))
+    slicer_mirror = mirrors / "Slicer+Slicer" / "repo"
+    if slicer_mirror.is_dir():
+        commit = _git(slicer_mirror, "rev-parse", "HEAD").strip()
+        for header, methods in ARITY_HEADERS.items():
+            text = _git(slicer_mirror, "show", f"HEAD:{header}")
+            for m in methods:
+                decl = declared_arities(text, m)
+                if not decl:
+                    raise SystemExit(f"no declaration of {m} in {header}")
+                arity[m] = {"counts": decl, "repo": "Slicer/Slicer", "path": header, "commit": commit}
+    signatures: dict[str, dict] = dict(previous.get("signatures", {}))
+    for (repo, path), (module, funcs) in SIGNATURE_SOURCES.items():
+        mirror = mirrors / repo.replace("/", "+") / "repo"
+        if not mirror.is_dir():
+            continue
+        commit = _git(mirror, "rev-parse", "HEAD").strip()
+        tree = ast.parse(_git(mirror, "show", f"HEAD:{path}"))
+        for f in funcs:
+            sig = _signature(tree, f)
+            if sig is None:
+                raise SystemExit(f"no function {f} in {repo}/{path}")
+            signatures[f"{module}.{f}"] = {**sig, "repo": repo, "path": path, "commit": commit}
+    ui_classes: dict[str, dict] = dict(previous.get("ui_classes", {}))
+    for cls, (repo, path) in UI_CLASS_HEADERS.items():
+        mirror = mirrors / repo.replace("/", "+") / "repo"
+        if not mirror.is_dir():
+            continue
+        info = header_properties(_git(mirror, "show", f"HEAD:{path}"))
+        if not info["properties"]:
+            raise SystemExit(f"no Q_PROPERTY in {repo}/{path}")
+        ui_classes[cls] = {**info, "repo": repo, "path": path, "commit": _git(mirror, "rev-parse", "HEAD").strip()}
     return {
         "about": "Slicer-side names OncoSeg.py may use; built by Testing/make_slicer_api_names.py. 'qualified' and "
                  "'classes' come from the shared index (sources), 'verified' from git grep in the named repository "
@@ -167,6 +359,10 @@ def build(index_dir: Path, mirrors: Path, previous: dict) -> dict:
         "qualified": dict(sorted(qualified.items())),
         "classes": dict(sorted(classes.items())),
         "verified": verified,
+        "signals": signals,
+        "arity": dict(sorted(arity.items())),
+        "signatures": dict(sorted(signatures.items())),
+        "ui_classes": ui_classes,
     }
 
 
@@ -179,7 +375,8 @@ def main() -> None:
     data = build(args.index, args.mirrors, previous)
     OUT.write_text(json.dumps(data, indent=0, sort_keys=False) + "\n")
     print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KiB): {len(data['qualified'])} qualified, "
-          f"{len(data['classes'])} classes, {len(data['verified'])} verified")
+          f"{len(data['classes'])} classes, {len(data['verified'])} verified, {len(data['signals'])} signals, "
+          f"{len(data['arity'])} method arities, {len(data['signatures'])} Python signatures")
 
 
 if __name__ == "__main__":

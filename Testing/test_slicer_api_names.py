@@ -148,3 +148,149 @@ def test_module_imports_no_heavy_packages_at_load(path):
     import importlib
     for mod in ("geometry", "prompts", "params", "merge", "worker", "dependencies", "core", "api_check"):
         importlib.import_module(f"OncoSegLib.slicer_support.{mod}")
+
+
+# ----------------------------------------------------------------------------------- semantics beyond names
+from OncoSegLib.slicer_support.api_check import calls, connections, instance_classes  # noqa: E402
+
+
+def _sender_class(sender, widgets, attrs):
+    if len(sender) == 3 and sender[:2] == ("self", "ui"):
+        return widgets[sender[2]].get("class")
+    if len(sender) == 2 and sender[0] == "self":
+        return attrs.get(sender[1])
+    return None
+
+
+def _signal_problems(source, widgets, api):
+    verified = {(s["class"], s["signature"]) for s in api["signals"]}
+    attrs = instance_classes(source)
+    problems = []
+    for c in connections(source):
+        cls = _sender_class(c.sender, widgets, attrs)
+        if cls is None:
+            problems.append(f"line {c.line}: sender {'.'.join(c.sender)} of {c.signature} has no known class")
+        elif (cls, c.signature) not in verified:
+            problems.append(f"line {c.line}: {cls} has no verified signal {c.signature}")
+    return problems
+
+
+def _call_problems(source, api):
+    arity, sigs = api["arity"], api["signatures"]
+    problems = []
+    for c in calls(source):
+        if c.starred:
+            continue
+        if not c.qualified and c.name in arity:
+            n = c.positional + len(c.keywords)
+            if not any(lo <= n <= hi for lo, hi in arity[c.name]["counts"]):
+                problems.append(f"line {c.line}: {c.name} takes {arity[c.name]['counts']} arguments, given {n}")
+        if c.qualified and c.name in sigs:
+            s = sigs[c.name]
+            if c.positional > s["positional"] and not s["varargs"]:
+                problems.append(f"line {c.line}: {c.name} takes at most {s['positional']} positional arguments")
+            unknown = [k for k in c.keywords if k not in s["params"]]
+            if unknown and not s["varkw"]:
+                problems.append(f"line {c.line}: {c.name} has no parameter {unknown}")
+            given = set(s["params"][:c.positional]) | set(c.keywords)
+            missing = [p for p in s["params"][:s["required"]] if p not in given]
+            if missing:
+                problems.append(f"line {c.line}: {c.name} misses required {missing}")
+    return problems
+
+
+def test_connected_signals_exist_on_the_sender_class():
+    widgets, _ = _ui_widgets()
+    widgets = {name: {"class": w.get("class")} for name, w in widgets.items()}
+    source = MODULE.read_text()
+    assert len(connections(source)) >= 10  # the scan found the module's connections
+    assert _signal_problems(source, widgets, API) == []
+
+
+def test_call_arity_and_keywords_match_the_real_declarations():
+    source = MODULE.read_text()
+    checked = [c for c in calls(source) if (not c.qualified and c.name in API["arity"]) or
+               (c.qualified and c.name in API["signatures"])]
+    assert len(checked) >= 40  # most Slicer calls are covered by the tables
+    assert _call_problems(source, API) == []
+
+
+def test_semantic_checks_catch_wrong_signals_arity_and_keywords():
+    src = """
+import slicer, qt
+import PyTorchUtils
+class W:
+    def setup(self):
+        self.timer = qt.QTimer()
+        self.timer.connect("timeout(int)", self.f)
+        self.ui.segmentButton.connect("clicked()", self.f)
+        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.f)
+        node.GetItemParent()
+        seg.AddEmptySegment("a", "b", (1, 0, 0), "extra")
+        slicer.util.loadUI("x", parent=None)
+        slicer.util.arrayFromSegmentBinaryLabelmap(seg)
+        PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersion=">=2")
+        slicer.util.tryWithErrorDisplay("m", waitCursor=True)
+"""
+    widgets = {"segmentButton": {"class": "QPushButton"}, "inputSelector": {"class": "qMRMLNodeComboBox"}}
+    sig = _signal_problems(src, widgets, API)
+    assert len(sig) == 2 and "timeout(int)" in sig[0] + sig[1] and "clicked()" in sig[0] + sig[1]
+    bad = " ".join(_call_problems(src, API))
+    for expected in ("GetItemParent", "AddEmptySegment", "loadUI", "arrayFromSegmentBinaryLabelmap",
+                     "torchVersion"):
+        assert expected in bad, expected
+    assert "tryWithErrorDisplay" not in bad
+
+
+def test_semantic_tables_record_provenance():
+    for s in API["signals"]:
+        assert s["repo"] and s["path"] and len(s["commit"]) == 40
+    for name, a in API["arity"].items():
+        assert a["path"].endswith(".h") and len(a["commit"]) == 40, name
+    assert API["arity"]["AddEmptySegment"]["counts"] == [[0, 3]]  # (segmentId="", segmentName="", color=nullptr)
+    assert API["signatures"]["PyTorchUtils.PyTorchUtilsLogic.installTorch"]["params"][:3] == [
+        "askConfirmation", "forceComputationBackend", "torchVersionRequirement"]
+
+
+#: properties every widget has (QWidget) and those of QAbstractButton (ctkCollapsibleButton's Qt base)
+_QWIDGET = {"toolTip", "enabled", "visible", "geometry", "sizePolicy", "minimumSize", "maximumSize", "whatsThis"}
+_QABSTRACTBUTTON = {"text", "checkable", "checked", "icon"}
+
+
+def _ui_property_problems(ui_path, api):
+    tree = ET.parse(ui_path)
+    problems = []
+    for w in tree.iter("widget"):
+        cls = w.get("class")
+        info = api["ui_classes"].get(cls)
+        if info is None:
+            continue
+        allowed = set(info["properties"]) | _QWIDGET | (_QABSTRACTBUTTON if cls == "ctkCollapsibleButton" else set())
+        for prop in w.findall("property"):
+            if prop.get("stdset") == "0":  # dynamic property (SlicerParameterName)
+                continue
+            name = prop.get("name")
+            if name not in allowed:
+                problems.append(f"{w.get('name')}: {cls} has no property {name}")
+            enum = prop.find("enum")
+            if enum is not None and "::" in enum.text:
+                owner, value = enum.text.split("::", 1)
+                values = {v for vs in info["enums"].values() for v in vs}
+                if owner == cls and value not in values:
+                    problems.append(f"{w.get('name')}: {enum.text} is not an enum value of {cls}")
+    return problems
+
+
+def test_ui_properties_of_slicer_and_ctk_widgets_exist():
+    used = {w.get("class") for w in ET.parse(UI).iter("widget")}
+    assert {"qMRMLNodeComboBox", "qSlicerMarkupsPlaceWidget", "ctkCollapsibleButton"} <= used
+    assert _ui_property_problems(UI, API) == []
+
+
+def test_ui_property_check_catches_typos(tmp_path):
+    bad = UI.read_text().replace('name="showChildNodeTypes"', 'name="showChildTypes"', 1).replace(
+        "ForcePlaceSingleMarkup", "ForcePlaceOneMarkup", 1)
+    p = tmp_path / "bad.ui"
+    p.write_text(bad)
+    problems = _ui_property_problems(p, API)
+    assert len(problems) == 2 and "showChildTypes" in problems[0] + problems[1]

@@ -7,6 +7,7 @@ exact) when its voxel grid matches the series', otherwise the command stops with
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
@@ -81,6 +82,6 @@ def run(args: argparse.Namespace) -> int:
             write_seg(labels, ref, out, names=_split(args.names), colors=_split(args.colors),
                       types=_split(args.types), overwrite=args.overwrite)
     for w in caught:
-        print(f"warning: {w.message}")
+        print(f"oncoseg {args.verb}: warning: {w.message}", file=sys.stderr)
     print(f"wrote {out}")
     return 0

@@ -6,6 +6,7 @@ Labels are numbered in file order (ROI n -> label n); the command prints the lab
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
             labels, rois = read_seg(src, ref)
     for w in caught:
-        print(f"warning: {w.message}")
+        print(f"oncoseg {args.verb}: warning: {w.message}", file=sys.stderr)
     write_labelmap(labels, ref.volume(), out)
     print("label  name")
     for r in rois:

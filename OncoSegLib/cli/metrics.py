@@ -57,7 +57,7 @@ def _fmt(v: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from OncoSegLib.metrics import evaluate_label_maps, to_jsonable
+    from OncoSegLib.metrics import axial_array_axis, evaluate_label_maps, to_jsonable
 
     if not (args.tolerance_mm >= 0 and math.isfinite(args.tolerance_mm)):
         raise InputError(f"--tolerance-mm must be a finite number >= 0, got {args.tolerance_mm}")
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("grids differ: same size but different spacing/origin/orientation",
                          "resample the prediction onto the reference grid")
     results = evaluate_label_maps(pred.array, gt.array, spacing_ijk=gt.spacing, tolerance_mm=args.tolerance_mm,
-                                  labels=args.labels, cvpr_rule=args.cvpr_rule, with_recist=not args.no_recist)
+                                  labels=args.labels, cvpr_rule=args.cvpr_rule, with_recist=not args.no_recist,
+                                  axial_axis=axial_array_axis(gt.direction))
     if args.json:
         print(json.dumps({"tolerance_mm": float(args.tolerance_mm), "spacing_ijk_mm": list(gt.spacing),
                           "cvpr_rule": bool(args.cvpr_rule), "labels": to_jsonable(results)}, indent=2))

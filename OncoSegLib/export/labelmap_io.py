@@ -17,7 +17,8 @@ import numpy as np
 from OncoSegLib.errors import InputError
 from OncoSegLib.io.volume import Volume
 
-__all__ = ["array_index_to_lps", "place_on_grid", "conform_labelmap", "read_labelmap", "write_labelmap"]
+__all__ = ["array_index_to_lps", "place_on_grid", "integer_labels", "conform_labelmap", "read_labelmap",
+           "write_labelmap"]
 
 # voxel centres must agree to this fraction of a voxel
 _INDEX_TOL = 0.02
@@ -82,6 +83,27 @@ def place_on_grid(array: np.ndarray, index_to_lps: np.ndarray, ref: Volume, requ
     return out
 
 
+def integer_labels(array: np.ndarray) -> np.ndarray:
+    """``array`` as integer labels: integer/bool arrays unchanged, float arrays holding whole numbers cast exactly.
+
+    Raises InputError (one line) for NaN/inf, fractional values (probabilities) or whole numbers beyond 2**53
+    (not exactly representable as float, so not trustworthy as labels).
+    """
+    a = np.asarray(array)
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+        return a
+    if not np.issubdtype(a.dtype, np.floating):
+        raise InputError(f"the label map has data type {a.dtype}", "pass an integer label map (0 = background)")
+    if a.size and not np.all(np.isfinite(a)):
+        raise InputError("the label map holds NaN or infinite values", "pass an integer label map (0 = background)")
+    if not np.all(np.mod(a, 1) == 0):
+        raise InputError("the label map holds non-integer values", "pass an integer label map (0 = background)")
+    if a.size and float(np.max(np.abs(a))) > 2.0 ** 53:
+        raise InputError(f"the label map holds values up to {float(np.max(np.abs(a))):g}, too large to be labels",
+                         "renumber the labels (1, 2, 3, ...)")
+    return a.astype(np.int64)
+
+
 def conform_labelmap(label_volume: Volume, ref: Volume) -> np.ndarray:
     """The (K, J, I) label array of ``label_volume`` on ``ref``'s grid (axis permutation/flip only, exact).
 
@@ -90,10 +112,7 @@ def conform_labelmap(label_volume: Volume, ref: Volume) -> np.ndarray:
     arr = label_volume.array
     if arr.ndim != 3:
         raise InputError("the label map must be a single-channel 3D image")
-    if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != bool:
-        if not np.all(np.mod(arr, 1) == 0):
-            raise InputError("the label map holds non-integer values", "pass an integer label map (0 = background)")
-        arr = arr.astype(np.int32)
+    arr = integer_labels(arr)
     if arr.size and arr.min() < 0:
         raise InputError("the label map holds negative values", "labels must be >= 0 (0 = background)")
     return place_on_grid(arr, array_index_to_lps(label_volume), ref, require_full=True)

@@ -13,15 +13,14 @@ contour placement is exact even when the slice spacing is not uniform.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from OncoSegLib.errors import InputError
+from OncoSegLib.io.dicom_series import SeriesHeaders, read_series_headers
 from OncoSegLib.io.volume import Volume
 
 __all__ = ["ReferenceSeries", "load_reference"]
@@ -48,6 +47,19 @@ class ReferenceSeries:
     col_dir: np.ndarray
     spacing_ij: tuple[float, float]
     shape_kji: tuple[int, int, int]
+    series_uid: str = ""
+
+    @classmethod
+    def from_headers(cls, h: SeriesHeaders) -> "ReferenceSeries":
+        """Wrap what :func:`OncoSegLib.io.dicom_series.read_series_headers` returned."""
+        return cls(headers=h.headers, files=h.files, positions=h.positions, row_dir=h.row_dir, col_dir=h.col_dir,
+                   spacing_ij=h.spacing_ij, shape_kji=h.shape_kji, series_uid=h.series_uid)
+
+    def _as_headers(self) -> SeriesHeaders:
+        return SeriesHeaders(series_uid=self.series_uid or str(self.first.get("SeriesInstanceUID", "")),
+                             files=self.files, headers=self.headers, positions=self.positions,
+                             row_dir=self.row_dir, col_dir=self.col_dir, spacing_ij=self.spacing_ij,
+                             shape_kji=self.shape_kji)
 
     @property
     def normal(self) -> np.ndarray:
@@ -72,10 +84,10 @@ class ReferenceSeries:
 
     @property
     def slice_step(self) -> float:
-        """Mean distance between consecutive slices along the normal (mm); SliceThickness or 1 for one slice."""
+        """Mean distance between consecutive slices (mm, > 0); SliceThickness or 1 for one slice."""
         if len(self.positions) > 1:
             along = self.positions @ self.normal
-            return float((along[-1] - along[0]) / (len(along) - 1))
+            return float(abs(along[-1] - along[0]) / (len(along) - 1))
         th = self.first.get("SliceThickness")
         try:
             return float(th) if th not in (None, "") and float(th) > 0 else 1.0
@@ -100,8 +112,14 @@ class ReferenceSeries:
     def volume(self) -> Volume:
         """A geometry-only :class:`Volume` of the series (array is a read-only zero view, no memory).
 
-        The k step is :attr:`slice_step`; direction = [row_dir, col_dir, normal].
+        direction = [row_dir, col_dir, normal], origin = slice 0's position, k step = the slice step.
+        Raises InputError when the slices do not form a regular grid (gantry tilt, missing slices, uneven
+        spacing): a Volume (or a NIfTI affine) cannot describe such a series, and a label map placed on a
+        mean-spacing grid would land on the wrong slices. The exporters themselves do not need a regular grid.
         """
+        step = self._as_headers().regular_step()
+        along = self.positions @ self.normal
+        k_dir = -self.normal if len(along) > 1 and along[-1] < along[0] else self.normal  # files against n
         si, sj = self.spacing_ij
         arr = np.broadcast_to(np.zeros((), dtype=np.uint8), self.shape_kji)
         h = self.first
@@ -113,111 +131,40 @@ class ReferenceSeries:
             "sop_instance_uids": self.sop_instance_uids,
             "files": [str(f) for f in self.files],
         }
-        return Volume(arr, spacing=(si, sj, self.slice_step), origin=tuple(self.positions[0]),
-                      direction=np.column_stack([self.row_dir, self.col_dir, self.normal]),
+        return Volume(arr, spacing=(si, sj, step), origin=tuple(self.positions[0]),
+                      direction=np.column_stack([self.row_dir, self.col_dir, k_dir]),
                       modality=md["Modality"] or None, metadata=md)
-
-
-def _read_headers(files: list[Path]) -> list[Dataset]:
-    out = []
-    for f in files:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out.append(pydicom.dcmread(f, stop_before_pixels=True, force=True))
-        except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged file
-            raise InputError(f"corrupt DICOM file {f}: {type(exc).__name__}: {exc}",
-                             "remove or replace the damaged file") from None
-    return out
-
-
-def _floats(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
-    try:
-        v = np.array([float(x) for x in ds[keyword].value], dtype=float)
-    except Exception:  # noqa: BLE001
-        v = np.array([])
-    if v.size != n:
-        raise InputError(f"{path}: missing or malformed {keyword}",
-                         "the series must be a regular image series with patient geometry")
-    return v
 
 
 def load_reference(series: str | os.PathLike | Volume, series_uid: str | None = None) -> ReferenceSeries:
     """Headers and geometry of the image series in a folder, or of the files behind a Volume.
 
+    Uses :func:`OncoSegLib.io.dicom_series.read_series_headers` (headers only, same file selection and k order as
+    :func:`~OncoSegLib.io.dicom_series.read_dicom_series`).
+
     Args:
         series: folder holding the series (searched recursively, other series/objects ignored when
             ``series_uid`` picks one), or a Volume read by :func:`OncoSegLib.io.dicom_series.read_dicom_series`
-            (its ``metadata["files"]`` are used in its k order, which must match the files' positions).
+            (its ``metadata["files"]`` are used; their positions must match the volume's grid).
         series_uid: SeriesInstanceUID to use when the folder holds several image series.
 
     Raises:
-        InputError: no or several series, files without ImagePositionPatient/ImageOrientationPatient, mixed
-        orientations/sizes/spacings, or a Volume whose geometry does not match its files.
+        InputError: no or several series, corrupt/unreadable files, files without
+        ImagePositionPatient/ImageOrientationPatient, mixed orientations/sizes/spacings, or a Volume whose
+        geometry does not match its files.
     """
     if isinstance(series, Volume):
         files = [Path(f) for f in series.metadata.get("files", [])]
         if not files:
             raise InputError("the reference volume has no source DICOM files (metadata['files'])",
                              "pass the DICOM series folder instead, or read the volume with read_dicom_series")
-        if len(files) != series.shape_kji[0]:
-            raise InputError(f"the reference volume has {series.shape_kji[0]} slices but {len(files)} files")
-        headers = _read_headers(files)
-        ref = _build(headers, files, sort=False)
-        expect = series.ijk_to_lps_points(np.array([[0.0, 0.0, k] for k in range(len(files))]))
+        ref = ReferenceSeries.from_headers(read_series_headers(files, sort=False))  # the volume's k order
+        if ref.shape_kji != series.shape_kji:
+            raise InputError(f"the reference volume has {series.shape_kji} voxels (K, J, I) but its DICOM files "
+                             f"{ref.shape_kji}", "pass the DICOM series folder instead")
+        expect = series.ijk_to_lps_points(np.array([[0.0, 0.0, k] for k in range(len(ref.files))]))
         if not np.allclose(expect, ref.positions, atol=1e-2):
             raise InputError("the reference volume's geometry does not match its DICOM files",
                              "pass the DICOM series folder instead")
         return ref
-    from OncoSegLib.io.dicom_series import list_series
-
-    folder = Path(series)
-    infos = list_series(folder)
-    if not infos:
-        raise InputError(f"no DICOM image series found in {folder}",
-                         "pass the folder holding the CT/MR/PET image files")
-    if series_uid is None:
-        if len(infos) > 1:
-            listing = "; ".join(i.summary() for i in infos)
-            raise InputError(f"{len(infos)} image series in {folder}: {listing}",
-                             "choose one with --series UID (series_uid=...)")
-        info = infos[0]
-    else:
-        match = [i for i in infos if i.series_uid == series_uid]
-        if not match:
-            raise InputError(f"series {series_uid} not found in {folder}",
-                             "choose one of: " + ", ".join(i.series_uid for i in infos))
-        info = match[0]
-    files = list(info.files)
-    return _build(_read_headers(files), files, sort=True)
-
-
-def _build(headers: list[Dataset], files: list[Path], sort: bool) -> ReferenceSeries:
-    iops = np.array([_floats(h, "ImageOrientationPatient", 6, f) for h, f in zip(headers, files)])
-    pos = np.array([_floats(h, "ImagePositionPatient", 3, f) for h, f in zip(headers, files)])
-    if np.max(np.abs(iops - iops[0])) > 1e-4:
-        raise InputError("the series mixes slice orientations (ImageOrientationPatient differs)",
-                         "choose a series with a single orientation")
-    sizes = {(int(h.Rows), int(h.Columns)) for h in headers}
-    if len(sizes) != 1:
-        raise InputError(f"the series mixes image sizes {sorted(sizes)}")
-    spacings = {tuple(np.round(_floats(h, "PixelSpacing", 2, f), 6)) for h, f in zip(headers, files)}
-    if len(spacings) != 1:
-        raise InputError("the series mixes pixel spacings")
-    sj, si = next(iter(spacings))
-    row = iops[0, :3] / np.linalg.norm(iops[0, :3])
-    col = iops[0, 3:] / np.linalg.norm(iops[0, 3:])
-    normal = np.cross(row, col)
-    normal /= np.linalg.norm(normal)
-    if sort:
-        order = np.argsort(pos @ normal, kind="stable")
-        headers = [headers[n] for n in order]
-        files = [files[n] for n in order]
-        pos = pos[order]
-    along = pos @ normal
-    if len(along) > 1 and np.min(np.abs(np.diff(along))) < 1e-3:
-        raise InputError("the series has several slices at the same position",
-                         "split the series (several acquisitions or time points) and choose one")
-    rows, cols = next(iter(sizes))
-    return ReferenceSeries(headers=headers, files=files, positions=pos, row_dir=row, col_dir=col,
-                           spacing_ij=(float(si), float(sj)), shape_kji=(len(headers), rows, cols))
+    return ReferenceSeries.from_headers(read_series_headers(series, series_uid))

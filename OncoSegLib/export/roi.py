@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import warnings
 from dataclasses import dataclass
@@ -12,9 +11,8 @@ import numpy as np
 
 from OncoSegLib.errors import InputError
 
-__all__ = ["RoiSpec", "RT_ROI_TYPES", "make_roi_specs", "parse_color", "DEFAULT_COLORS"]
+__all__ = ["RoiSpec", "RT_ROI_TYPES", "make_roi_specs", "parse_color", "DEFAULT_COLORS", "character_set_for"]
 
-log = logging.getLogger(__name__)
 
 #: RT ROI Interpreted Type defined terms (DICOM PS3.3 C.8.8.8), plus a few aliases accepted on input.
 RT_ROI_TYPES: tuple[str, ...] = (
@@ -93,6 +91,35 @@ def parse_color(text: str) -> tuple[int, int, int]:
     raise InputError(f"cannot read colour {text!r}", "write colours as #RRGGBB or R:G:B (0-255)")
 
 
+def character_set_for(texts: Sequence[str], source: str | Sequence[str] | None) -> str | list[str] | None:
+    """The SpecificCharacterSet to write: the source series' one when every text encodes in it, else UTF-8.
+
+    ``texts`` are the strings we add (ROI/segment names, descriptions, labels); ``source`` is the series'
+    SpecificCharacterSet (None/empty = the default repertoire, ASCII). Returns ``source`` unchanged when it
+    suffices, else ``"ISO_IR 192"`` (UTF-8), so that a name such as "Läsion" or "肝臓" is never replaced by "?".
+    Patient/study values copied from the series are re-encoded by pydicom in the returned set.
+    """
+    from pydicom.charset import convert_encodings
+
+    values = [source] if isinstance(source, str) else list(source or [])
+    try:
+        codecs = convert_encodings(values or ["ISO_IR 6"])
+    except Exception:  # noqa: BLE001 - an unknown set: fall back to UTF-8, which holds everything
+        return "ISO_IR 192"
+    single_byte = len(codecs) == 1  # with code extensions (ISO 2022) we do not second-guess: use UTF-8 if needed
+    for t in texts:
+        if not t:
+            continue
+        try:
+            if not single_byte:
+                t.encode("ascii")
+            else:
+                t.encode(codecs[0])
+        except (UnicodeEncodeError, LookupError):
+            return "ISO_IR 192"
+    return source if source else None
+
+
 def make_roi_specs(labels: np.ndarray, rois: Sequence[RoiSpec] | None = None,
                    names: Sequence[str] | None = None,
                    colors: Sequence[tuple[int, int, int] | str] | None = None,
@@ -138,7 +165,6 @@ def make_roi_specs(labels: np.ndarray, rois: Sequence[RoiSpec] | None = None,
             msg = (f"ROI name {name!r} has {len(name)} characters; some planning systems cut structure names "
                    f"at {MAX_SAFE_NAME}")
             warnings.warn(msg, UserWarning, stacklevel=3)
-            log.warning(msg)
         if name in seen_names:
             raise InputError(f"ROI name {name!r} is used twice", "give each structure its own name")
         seen_names.add(name)

@@ -38,7 +38,7 @@ from OncoSegLib.cancel import CancelToken
 from OncoSegLib.errors import InputError
 from OncoSegLib.export.contours import rasterize_slice, trace_slice
 from OncoSegLib.export.reference import ReferenceSeries, load_reference
-from OncoSegLib.export.roi import RoiSpec, make_roi_specs
+from OncoSegLib.export.roi import RoiSpec, character_set_for, make_roi_specs
 from OncoSegLib.io.atomic import atomic_path
 from OncoSegLib.io.volume import Volume
 
@@ -91,8 +91,9 @@ def _raw_ds(tag: Tag, data: bytes) -> RawDataElement:
     return RawDataElement(tag, "DS", len(data), data, 0, True, True)
 
 
-def _sop_common(ds: Dataset, ref: ReferenceSeries, sop_uid: str, now: _dt.datetime) -> None:
-    charset = ref.first.get("SpecificCharacterSet")
+def _sop_common(ds: Dataset, ref: ReferenceSeries, sop_uid: str, now: _dt.datetime,
+                texts: Sequence[str] = ()) -> None:
+    charset = character_set_for(texts, ref.first.get("SpecificCharacterSet"))
     if charset:
         ds.SpecificCharacterSet = charset
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
@@ -178,10 +179,10 @@ def write_rtstruct(
     if lab.ndim not in (3, 4) or tuple(lab.shape[-3:]) != ref.shape_kji:
         raise InputError(f"label map shape {tuple(lab.shape)} does not match the series (K, J, I) = "
                          f"{ref.shape_kji}", "the label map must be on the series' voxel grid")
-    if not stack and not np.issubdtype(lab.dtype, np.integer):
-        if not np.all(np.mod(lab, 1) == 0):
-            raise InputError("the label map holds non-integer values", "pass integer labels (0 = background)")
-        lab = lab.astype(np.int64)
+    if not stack:
+        from OncoSegLib.export.labelmap_io import integer_labels
+
+        lab = integer_labels(lab)
     specs = make_roi_specs(lab, rois, names, colors, types)
     if algorithm not in ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"):
         raise InputError(f"unknown ROI generation algorithm {algorithm!r}", "use AUTOMATIC, SEMIAUTOMATIC or MANUAL")
@@ -189,7 +190,8 @@ def write_rtstruct(
     src = ref.first
     now = _dt.datetime.now()
     ds = Dataset()
-    _sop_common(ds, ref, generate_uid(), now)
+    texts = [structure_set_label, series_description] + [t for r in specs for t in (r.name, r.description or "")]
+    _sop_common(ds, ref, generate_uid(), now, texts)
     _copy_patient_study(ds, src)
     # RT Series
     ds.Modality = "RTSTRUCT"

@@ -24,7 +24,7 @@ from OncoSegLib import __version__
 from OncoSegLib.errors import InputError
 from OncoSegLib.export.labelmap_io import place_on_grid
 from OncoSegLib.export.reference import ReferenceSeries, load_reference
-from OncoSegLib.export.roi import RoiSpec, make_roi_specs
+from OncoSegLib.export.roi import RoiSpec, character_set_for, make_roi_specs
 from OncoSegLib.io.atomic import atomic_path
 from OncoSegLib.io.volume import Volume
 
@@ -109,15 +109,20 @@ def write_seg(
     if lab.ndim not in (3, 4) or tuple(lab.shape[-3:]) != ref.shape_kji:
         raise InputError(f"label map shape {tuple(lab.shape)} does not match the series (K, J, I) = "
                          f"{ref.shape_kji}", "the label map must be on the series' voxel grid")
+    if not stack:
+        from OncoSegLib.export.labelmap_io import integer_labels
+
+        lab = integer_labels(lab)
     specs = make_roi_specs(lab, rois, names, colors, types)
     if stack:  # (N, K, J, I) masks -> (K, J, I, segments), overlaps kept
         seg_array = np.stack([lab[s.label - 1] != 0 for s in specs], axis=-1)
-    else:  # label values -> segment numbers 1..N
-        lut_size = int(max(int(lab.max()), max(s.label for s in specs))) + 1
-        lut = np.zeros(lut_size, dtype=np.uint16 if len(specs) > 255 else np.uint8)
-        for n, s in enumerate(specs, start=1):
-            lut[s.label] = n
-        seg_array = lut[lab]
+    else:  # label values -> segment numbers 1..N (labels not in specs -> 0); any label size, no table by value
+        keys = np.array(sorted(s.label for s in specs), dtype=np.int64)
+        number = {s.label: n for n, s in enumerate(specs, start=1)}
+        seg_numbers = np.array([number[int(k)] for k in keys], dtype=np.uint16 if len(specs) > 255 else np.uint8)
+        flat = lab.astype(np.int64, copy=False).ravel()
+        pos = np.clip(np.searchsorted(keys, flat), 0, len(keys) - 1)
+        seg_array = np.where(keys[pos] == flat, seg_numbers[pos], 0).astype(seg_numbers.dtype).reshape(lab.shape)
 
     algo = hd.AlgorithmIdentificationSequence(name="OncoSeg", version=__version__, family=_codes().DCM.ArtificialIntelligence)
     descriptions = []
@@ -144,6 +149,8 @@ def write_seg(
             software_versions=f"OncoSeg {__version__}",
             device_serial_number="0",
             series_description=series_description[:64],
+            specific_character_set=character_set_for([series_description] + [s.name for s in specs],
+                                                     ref.first.get("SpecificCharacterSet")),
         )
     with atomic_path(out, suffix=".dcm") as tmp:
         seg.save_as(tmp)

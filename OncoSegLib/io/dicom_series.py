@@ -21,6 +21,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pydicom
@@ -86,14 +87,28 @@ def _iter_files(folder: Path) -> list[Path]:
     return out
 
 
-def _read_header(path: Path) -> Dataset | None:
-    """Header of ``path``, None when it is not DICOM; raises for a DICOM file that cannot be parsed."""
+def _describe(exc: BaseException) -> str:
+    """Short technical reason for a file that cannot be read (no file content)."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _read_header(path: Path, force: bool = False) -> Dataset | None:
+    """Header of ``path``, None when it is not DICOM; raises for a DICOM file that cannot be read or parsed.
+
+    ``force``: also try files without the DICM preamble whatever their suffix (used for files the caller names).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             return pydicom.dcmread(path, stop_before_pixels=True)
         except InvalidDicomError:
-            if path.suffix.lower() not in (".dcm", ".dicom", ".ima"):
+            if not force and path.suffix.lower() not in (".dcm", ".dicom", ".ima"):
                 return None
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             if "SOPClassUID" not in ds and "Rows" not in ds:
@@ -117,8 +132,8 @@ def _scan(folder: str | os.PathLike) -> _Scan:
     for path in _iter_files(root):
         try:
             ds = _read_header(path)
-        except Exception as exc:  # noqa: BLE001 - any parse failure of a DICOM file is "corrupt"
-            corrupt.append((path, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - any read/parse failure of a DICOM file is "corrupt"
+            corrupt.append((path, _describe(exc)))
             continue
         if ds is None:
             continue
@@ -159,8 +174,8 @@ def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
 
 def _corrupt_error(corrupt: list[tuple[Path, str]]) -> InputError:
     names = ", ".join(str(p) for p, _ in corrupt[:3]) + (f" and {len(corrupt) - 3} more" if len(corrupt) > 3 else "")
-    return InputError(f"corrupt DICOM file(s) in the series folder: {names} ({corrupt[0][1]})",
-                      "remove or replace the damaged file(s) and try again")
+    return InputError(f"corrupt or unreadable DICOM file(s) in the series folder: {names} ({corrupt[0][1]})",
+                      "remove, replace or make readable the file(s) and try again")
 
 
 def _choose(scan: _Scan, folder: str | os.PathLike, series_uid: str | None) -> tuple[str, list[tuple[Path, Dataset]]]:
@@ -285,12 +300,61 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     return _read_from_scan(_scan(folder), folder, series_uid)
 
 
-def _read_from_scan(scan: _Scan, folder: str | os.PathLike, series_uid: str | None) -> Volume:
-    uid, items = _choose(scan, folder, series_uid)
-    if scan.corrupt:
-        raise _corrupt_error(scan.corrupt)
+@dataclass
+class SeriesHeaders:
+    """Headers (no pixel data) of one image series with patient geometry, in k order.
 
-    # the same instance copied twice (e.g. a series copied into two sub-folders) counts once
+    k runs along the slice normal n = row x column, ascending (the order of :func:`read_dicom_series`), so a
+    (K, J, I) label map made on a volume read by that function lines up slice for slice (unless
+    :func:`read_series_headers` was asked to keep the order of a given file list).
+
+    Attributes:
+        series_uid: SeriesInstanceUID.
+        files: source files, k order.
+        headers: pydicom datasets read with ``stop_before_pixels``, k order.
+        positions: (K, 3) ImagePositionPatient of each slice: LPS mm of the centre of pixel (i, j) = (0, 0).
+        row_dir: unit LPS vector of increasing column index i (first triplet of ImageOrientationPatient).
+        col_dir: unit LPS vector of increasing row index j (second triplet).
+        spacing_ij: (si, sj) = (column spacing, row spacing) in mm (PixelSpacing is [row, column] spacing).
+        shape_kji: (K, J, I) = (slices, Rows, Columns).
+        duplicate_files_skipped: copies of an instance already seen (same SOPInstanceUID) that were left out.
+    """
+
+    series_uid: str
+    files: list[Path]
+    headers: list[Dataset]
+    positions: np.ndarray
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    spacing_ij: tuple[float, float]
+    shape_kji: tuple[int, int, int]
+    duplicate_files_skipped: int = 0
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit slice normal row_dir x col_dir (LPS)."""
+        n = np.cross(self.row_dir, self.col_dir)
+        return n / np.linalg.norm(n)
+
+    def regular_step(self) -> float:
+        """Slice step in mm along the normal when the slices form a regular grid, else InputError.
+
+        Raises for gantry tilt, missing slices and non-uniform spacing (tolerance: 1 % of the step, at least
+        0.02 mm). A single slice gives SpacingBetweenSlices, else SliceThickness, else 1 mm.
+        """
+        if len(self.positions) == 1:
+            h = self.headers[0]
+            vals = _floats(h, "SpacingBetweenSlices")
+            if vals is None:
+                vals = _floats(h, "SliceThickness")
+            return float(vals[0]) if vals is not None and vals.size and vals[0] > 0 else 1.0
+        order = np.argsort(self.positions @ self.normal, kind="stable")
+        pos = self.positions[order]
+        return _regular_step(self.series_uid, pos, pos @ self.normal, self.normal)
+
+
+def _dedupe(items: list[tuple[Path, Dataset]]) -> tuple[list[tuple[Path, Dataset]], int]:
+    """Drop further copies of an instance (a series copied into two sub-folders counts once)."""
     seen: set[str] = set()
     unique = []
     for p, ds in items:
@@ -299,39 +363,41 @@ def _read_from_scan(scan: _Scan, folder: str | os.PathLike, series_uid: str | No
             continue
         seen.add(sop)
         unique.append((p, ds))
-    n_duplicate_files = len(items) - len(unique)
-    items = unique
+    return unique, len(items) - len(unique)
 
-    placed = [(p, ds) for p, ds in items if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds]
-    if not placed:
-        return _read_unplaced(uid, items)
-    if len(placed) != len(items):
-        raise InputError(f"series {uid}: {len(items) - len(placed)} of {len(items)} images lack "
-                         "ImagePositionPatient/ImageOrientationPatient", "the series is incomplete or mixed")
-    for p, ds in placed:
+
+def _placed_headers(uid: str, items: list[tuple[Path, Dataset]], n_duplicates: int,
+                    sort: bool = True) -> SeriesHeaders:
+    """Check the slices of one placed series for consistency and (``sort``) sort them along the normal.
+
+    Raises InputError for multi-frame files, malformed or mixed orientations, mixed sizes or pixel spacings and
+    slices at the same position. Regular-grid checks (tilt, gaps, spacing) are :meth:`SeriesHeaders.regular_step`.
+    """
+    for p, ds in items:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise InputError(f"{p} is a multi-frame (enhanced) image; only single-frame series are supported",
                              "convert it to single-frame files (e.g. dcmconv/emf2sf) first")
-
-    # --- orientation and size consistency
-    iops = []
-    for p, ds in placed:
+    iops, poss = [], []
+    for p, ds in items:
         iop = _floats(ds, "ImageOrientationPatient")
         ipp = _floats(ds, "ImagePositionPatient")
         if iop is None or iop.size != 6 or ipp is None or ipp.size != 3:
             raise InputError(f"{p}: malformed ImageOrientationPatient/ImagePositionPatient")
+        if np.linalg.norm(iop[:3]) < 1e-6 or np.linalg.norm(iop[3:]) < 1e-6:
+            raise InputError(f"{p}: ImageOrientationPatient has a zero-length axis")
         iops.append(iop)
+        poss.append(ipp)
     iops_a = np.array(iops)
     if np.max(np.abs(iops_a - iops_a[0])) > _ORIENTATION_TOL:
         n_orient = len({tuple(np.round(x, 3)) for x in iops_a})
         raise InputError(f"series {uid} mixes {n_orient} slice orientations (ImageOrientationPatient differs); "
                          "it may hold localizers or several stacks", "choose a series with a single orientation")
-    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in placed}
+    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in items}
     if len(sizes) > 1:
         raise InputError(f"series {uid} mixes image sizes {sorted(sizes)} (Rows x Columns)",
                          "choose a series whose slices all have the same size")
     spacings = set()
-    for _, ds in placed:
+    for _, ds in items:
         ps = _floats(ds, "PixelSpacing")
         spacings.add(tuple(np.round(ps, 6)) if ps is not None and ps.size == 2 else None)
     if len(spacings) > 1:
@@ -339,59 +405,135 @@ def _read_from_scan(scan: _Scan, folder: str | os.PathLike, series_uid: str | No
                          "choose a series whose slices all have the same PixelSpacing")
     ps0 = next(iter(spacings))
     sj, si = (float(ps0[0]), float(ps0[1])) if ps0 is not None else (1.0, 1.0)
+    if not (si > 0 and sj > 0):
+        raise InputError(f"series {uid} has a non-positive PixelSpacing {ps0}")
 
     row = iops_a[0, :3] / np.linalg.norm(iops_a[0, :3])
     col = iops_a[0, 3:] / np.linalg.norm(iops_a[0, 3:])
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
-
-    positions = np.array([_floats(ds, "ImagePositionPatient") for _, ds in placed])
+    positions = np.array(poss)
     along = positions @ normal
     order = np.argsort(along, kind="stable")
-    positions, along = positions[order], along[order]
-    placed = [placed[i] for i in order]
-    n = len(placed)
-
-    # --- geometry checks along the normal
-    if n > 1:
-        steps = np.diff(along)
+    if sort:
+        positions = positions[order]
+        items = [items[i] for i in order]
+    if len(items) > 1:
+        steps = np.diff(along[order])
         if np.any(steps < _SPACING_ABS_TOL_MM):
             n_dup = int(np.sum(steps < _SPACING_ABS_TOL_MM))
             raise InputError(f"series {uid} has {n_dup} slice(s) at duplicate positions; it may hold several "
                              "acquisitions, echoes or time points", "split the series or choose another one")
-        shear = (positions - positions[0]) - np.outer(along - along[0], normal)
-        max_shear = float(np.max(np.linalg.norm(shear, axis=1)))
-        extent = float(along[-1] - along[0])
-        if max_shear > max(_SPACING_ABS_TOL_MM, 1e-3 * extent):
-            tilt = float(np.degrees(np.arctan2(np.linalg.norm(shear[-1]), extent)))
-            raise InputError(f"series {uid} has gantry tilt: slice positions are sheared {tilt:.2f} degrees "
-                             "against the slice normal", "resample it to a regular grid first (e.g. in 3D Slicer)")
-        step = float(np.min(steps))  # missing slices make some steps a multiple of the smallest
-        tol = max(_SPACING_ABS_TOL_MM, _SPACING_REL_TOL * step)
-        if np.max(np.abs(steps - step)) > tol:
-            ratios = steps / step
-            near_int = np.abs(ratios - np.round(ratios)) * step <= tol
-            if np.all(near_int) and np.all(np.round(ratios) >= 1):
-                missing = int(np.sum(np.round(ratios) - 1))
-                gaps = [f"{along[i]:.2f}..{along[i + 1]:.2f} mm" for i in np.nonzero(np.round(ratios) > 1)[0][:3]]
-                raise InputError(f"series {uid} is missing {missing} slice(s) (gaps along the normal at "
-                                 f"{', '.join(gaps)}; step {step:.3g} mm)",
-                                 "re-export the complete series")
-            uniq = sorted({round(float(s), 3) for s in steps})
-            shown = ", ".join(f"{s:g}" for s in uniq[:6]) + (" ..." if len(uniq) > 6 else "")
-            raise InputError(f"series {uid} has non-uniform slice spacing ({shown} mm)",
-                             "resample it to a regular grid first (e.g. in 3D Slicer)")
-        sk = float((along[-1] - along[0]) / (n - 1))
+    rows, cols = next(iter(sizes))
+    return SeriesHeaders(series_uid=uid, files=[p for p, _ in items], headers=[ds for _, ds in items],
+                         positions=positions, row_dir=row, col_dir=col, spacing_ij=(si, sj),
+                         shape_kji=(len(items), rows, cols), duplicate_files_skipped=n_duplicates)
+
+
+def _regular_step(uid: str, positions: np.ndarray, along: np.ndarray, normal: np.ndarray) -> float:
+    """Mean slice step (mm) of slices sorted along ``normal``; InputError for tilt, gaps or uneven spacing."""
+    n = len(along)
+    steps = np.diff(along)
+    shear = (positions - positions[0]) - np.outer(along - along[0], normal)
+    max_shear = float(np.max(np.linalg.norm(shear, axis=1)))
+    extent = float(along[-1] - along[0])
+    if max_shear > max(_SPACING_ABS_TOL_MM, 1e-3 * extent):
+        tilt = float(np.degrees(np.arctan2(np.linalg.norm(shear[-1]), extent)))
+        raise InputError(f"series {uid} has gantry tilt: slice positions are sheared {tilt:.2f} degrees "
+                         "against the slice normal", "resample it to a regular grid first (e.g. in 3D Slicer)")
+    step = float(np.min(steps))  # missing slices make some steps a multiple of the smallest
+    tol = max(_SPACING_ABS_TOL_MM, _SPACING_REL_TOL * step)
+    if np.max(np.abs(steps - step)) > tol:
+        ratios = steps / step
+        near_int = np.abs(ratios - np.round(ratios)) * step <= tol
+        if np.all(near_int) and np.all(np.round(ratios) >= 1):
+            missing = int(np.sum(np.round(ratios) - 1))
+            gaps = [f"{along[i]:.2f}..{along[i + 1]:.2f} mm" for i in np.nonzero(np.round(ratios) > 1)[0][:3]]
+            raise InputError(f"series {uid} is missing {missing} slice(s) (gaps along the normal at "
+                             f"{', '.join(gaps)}; step {step:.3g} mm)",
+                             "re-export the complete series")
+        uniq = sorted({round(float(s), 3) for s in steps})
+        shown = ", ".join(f"{s:g}" for s in uniq[:6]) + (" ..." if len(uniq) > 6 else "")
+        raise InputError(f"series {uid} has non-uniform slice spacing ({shown} mm)",
+                         "resample it to a regular grid first (e.g. in 3D Slicer)")
+    return float(extent / (n - 1))
+
+
+def read_series_headers(source: str | os.PathLike | Sequence[str | os.PathLike],
+                        series_uid: str | None = None, sort: bool = True) -> SeriesHeaders:
+    """Read the headers only (no pixel data) of one image series with patient geometry, in k order.
+
+    This is the header half of :func:`read_dicom_series` (same file selection, same consistency checks, same k
+    order): exporters that only need UIDs, patient/study attributes and slice positions use it, which is much
+    faster and lighter than reading 200 x 512 x 512 pixels.
+
+    Args:
+        source: a folder (searched recursively like :func:`read_dicom_series`; non-DICOM files and non-image
+            objects are ignored) or a list of the series' files (e.g. ``volume.metadata["files"]``).
+        series_uid: SeriesInstanceUID to pick when the folder holds several image series.
+        sort: order the slices along the normal (default). False keeps the order of the given files (for a
+            list of files already in a volume's k order, which may run against the normal).
+
+    Raises:
+        InputError: no or several series without a choice, a corrupt or unreadable file, images without
+        ImagePositionPatient/ImageOrientationPatient, multi-frame files, mixed orientations/sizes/pixel spacings or
+        slices at the same position. Gantry tilt and uneven spacing are allowed here (each slice keeps its own
+        position); call :meth:`SeriesHeaders.regular_step` where a regular grid is needed.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        scan = _scan(source)
+        uid, items = _choose(scan, source, series_uid)
+        if scan.corrupt:
+            raise _corrupt_error(scan.corrupt)
     else:
-        sk_vals = _floats(placed[0][1], "SpacingBetweenSlices")
-        if sk_vals is None:
-            sk_vals = _floats(placed[0][1], "SliceThickness")
-        sk = float(sk_vals[0]) if sk_vals is not None and sk_vals.size and sk_vals[0] > 0 else 1.0
+        items = []
+        for f in (Path(x) for x in source):
+            if not f.is_file():
+                raise InputError(f"DICOM file not found: {f}")
+            try:
+                ds = _read_header(f, force=True)
+            except Exception as exc:  # noqa: BLE001 - any parse failure of a DICOM file
+                raise _corrupt_error([(f, _describe(exc))]) from None
+            if ds is None or "SOPInstanceUID" not in ds:
+                raise InputError(f"not a DICOM image file: {f}")
+            items.append((f, ds))
+        if not items:
+            raise InputError("no DICOM files given")
+        uids = {str(ds.get("SeriesInstanceUID", "")) for _, ds in items}
+        if len(uids) > 1:
+            raise InputError(f"the files belong to {len(uids)} different series", "pass the files of one series")
+        uid = uids.pop()
+        if series_uid is not None and series_uid != uid:
+            raise InputError(f"the files belong to series {uid}, not {series_uid}")
+    items, n_dup = _dedupe(items)
+    placed = [(p, ds) for p, ds in items if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds]
+    if len(placed) != len(items):
+        raise InputError(f"series {uid}: {len(items) - len(placed)} of {len(items)} images lack "
+                         "ImagePositionPatient/ImageOrientationPatient (no patient geometry)",
+                         "RTSTRUCT/SEG export needs a CT/MR/PET series with patient positions")
+    return _placed_headers(uid, placed, n_dup, sort=sort)
+
+
+def _read_from_scan(scan: _Scan, folder: str | os.PathLike, series_uid: str | None) -> Volume:
+    uid, items = _choose(scan, folder, series_uid)
+    if scan.corrupt:
+        raise _corrupt_error(scan.corrupt)
+    items, n_duplicate_files = _dedupe(items)
+
+    placed = [(p, ds) for p, ds in items if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds]
+    if not placed:
+        return _read_unplaced(uid, items)
+    if len(placed) != len(items):
+        raise InputError(f"series {uid}: {len(items) - len(placed)} of {len(items)} images lack "
+                         "ImagePositionPatient/ImageOrientationPatient", "the series is incomplete or mixed")
+    hdr = _placed_headers(uid, placed, n_duplicate_files)
+    sk = hdr.regular_step()
+    n = hdr.shape_kji[0]
 
     # --- pixels
     array: np.ndarray | None = None
     first_full: Dataset | None = None
-    for k, (p, _) in enumerate(placed):
+    for k, p in enumerate(hdr.files):
         values, ds = _pixels(p)
         if array is None:
             first_full = ds
@@ -401,13 +543,13 @@ def _read_from_scan(scan: _Scan, folder: str | os.PathLike, series_uid: str | No
                              "or the other slices")
         array[k] = values
     assert array is not None
-    direction = np.column_stack([row, col, normal])
-    files = [p for p, _ in placed]
-    sops = [str(ds.get("SOPInstanceUID", "")) for _, ds in placed]
-    md = _metadata(uid, first_full if first_full is not None else placed[0][1], files, sops)
+    direction = np.column_stack([hdr.row_dir, hdr.col_dir, hdr.normal])
+    sops = [str(ds.get("SOPInstanceUID", "")) for ds in hdr.headers]
+    md = _metadata(uid, first_full if first_full is not None else hdr.headers[0], hdr.files, sops)
     if n_duplicate_files:
         md["duplicate_files_skipped"] = n_duplicate_files
-    return Volume(array, spacing=(si, sj, sk), origin=tuple(positions[0]), direction=direction,
+    si, sj = hdr.spacing_ij
+    return Volume(array, spacing=(si, sj, sk), origin=tuple(hdr.positions[0]), direction=direction,
                   modality=md["Modality"] or None, metadata=md)
 
 
@@ -421,7 +563,7 @@ def read_dicom_file_series(path: str | os.PathLike) -> Volume:
     try:
         ds = _read_header(p)
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"corrupt DICOM file {p}: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"corrupt or unreadable DICOM file {p}: {_describe(exc)}") from None
     if ds is None:
         raise InputError(f"not a DICOM file: {p}")
     if not _is_image(ds):
@@ -440,4 +582,5 @@ def read_dicom_file_series(path: str | os.PathLike) -> Volume:
     return volume
 
 
-__all__ = ["SeriesInfo", "list_series", "read_dicom_series", "read_dicom_file_series", "NON_IMAGE_MODALITIES"]
+__all__ = ["SeriesInfo", "SeriesHeaders", "list_series", "read_dicom_series", "read_dicom_file_series",
+           "read_series_headers", "NON_IMAGE_MODALITIES"]

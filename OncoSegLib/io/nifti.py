@@ -108,7 +108,7 @@ def write_nifti(volume: Volume, path: str | os.PathLike) -> Path:
     """Write ``volume`` to ``path`` (.nii or .nii.gz) atomically; returns the path.
 
     The affine (sform and qform, code 1 "scanner") is ``volume.ijk_to_ras``; units mm. float64 is stored as float32,
-    bool as uint8, int64 as int32 when the values fit. Multi-channel volumes are stored 4D (I, J, K, C).
+    bool as uint8, int64 as int32 when the values fit (else int64, which NIfTI-1 allows). Multi-channel volumes are stored 4D (I, J, K, C).
     ``volume.modality`` is recorded in the header description as ``modality=XX``.
     An existing file at ``path`` is replaced only once the new one is complete.
     """
@@ -116,12 +116,17 @@ def write_nifti(volume: Volume, path: str | os.PathLike) -> Path:
     if not is_nifti_path(p):
         raise InputError(f"output {p} must end in .nii or .nii.gz")
     affine = volume.ijk_to_ras
-    img = nib.Nifti1Image(_storage_array(volume), affine)
+    data = _storage_array(volume)
+    # nibabel refuses 64-bit integers unless asked explicitly (NIfTI-1 has DT_INT64/DT_UINT64 codes); they are only
+    # left here when the values do not fit 32 bits (e.g. huge label values)
+    img = nib.Nifti1Image(data, affine, dtype=data.dtype if data.dtype in (np.int64, np.uint64) else None)
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units(xyz="mm")
     descrip = "OncoSeg" + (f" modality={volume.modality.upper()}" if volume.modality else "")
     img.header["descrip"] = descrip[:79].encode("ascii", "ignore")
+    if p.is_dir():
+        raise InputError(f"output {p} is a folder", "pass a file name ending in .nii.gz")
     with atomic_path(p) as tmp:
         nib.save(img, str(tmp))
     return p

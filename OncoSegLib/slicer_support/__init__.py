@@ -13,5 +13,6 @@ Modules:
 - ``dependencies``: which packages to install and the exact pip arguments (never touching Slicer's own).
 - ``merge``: writing a new mask into a segment under an overwrite policy, with undo records.
 - ``core``: the engine-facing orchestration the module's Logic delegates to (session, measurements, export).
-- ``api_check``: lists the Slicer/Qt/CTK/VTK names a module file uses (for the API name test).
+- ``dicom_tags``: patient/study/series tags for SlicerRT's exporter, as Slicer's DICOM export dialog sets them.
+- ``api_check``: lists the Slicer/Qt/CTK/VTK names, signal connections and calls a module file uses (API tests).
 """

@@ -12,6 +12,10 @@ Kinds of names reported:
 - ``"vtk_method"``: ``obj.Method(...)`` calls with a VTK-style capitalised name on any other object (MRML nodes,
   VTK objects): the name must exist as a method of some indexed class;
 - ``"qt_method"``: ``self.ui.<widget>.<method>(...)`` calls and ``.connect(...)`` signal names on widgets.
+
+Beyond names, :func:`connections` lists every ``sender.connect("signal(types)", ...)`` with its sender, and
+:func:`calls` every call with its argument counts and keywords, so a test can check signal signatures, the
+arity of wrapped C++ methods and the keywords of Slicer's Python functions against the real source.
 """
 
 from __future__ import annotations
@@ -62,10 +66,9 @@ def _chain(node: ast.AST) -> list[str] | None:
             return None
 
 
-def used_names(source: str) -> list[UsedName]:
-    """All checked names used in ``source`` (a module's text), in order of appearance, duplicates removed."""
-    tree = ast.parse(source)
-    alias: dict[str, str] = {}  # local name -> qualified name
+def _aliases(tree: ast.AST) -> dict[str, str]:
+    """Local name -> qualified name for imports of the checked roots."""
+    alias: dict[str, str] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
@@ -75,6 +78,13 @@ def used_names(source: str) -> list[UsedName]:
             for a in node.names:
                 if a.name != "*":
                     alias[a.asname or a.name] = f"{node.module}.{a.name}"
+    return alias
+
+
+def used_names(source: str) -> list[UsedName]:
+    """All checked names used in ``source`` (a module's text), in order of appearance, duplicates removed."""
+    tree = ast.parse(source)
+    alias = _aliases(tree)
     local = set()  # names bound by imports from our own packages (never Slicer names)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "OncoSegLib":
@@ -129,3 +139,89 @@ def _drop_prefixes(names: list[UsedName]) -> list[UsedName]:
 def used_names_in_file(path: str | Path) -> list[UsedName]:
     """:func:`used_names` of a file."""
     return used_names(Path(path).read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Connection:
+    """``sender.connect("signal(types)", slot)``: the sender's attribute chain and the signal signature as written."""
+
+    sender: tuple[str, ...]
+    signature: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call: ``name`` is qualified (``slicer.util.errorDisplay``) when rooted at a checked import, else the
+    called attribute's name (``GetItemParent``); counts of positional arguments and the keyword names."""
+
+    name: str
+    qualified: bool
+    positional: int
+    keywords: tuple[str, ...]
+    starred: bool
+    line: int
+
+
+def connections(source: str) -> list[Connection]:
+    """Every ``X.connect("sig(...)", ...)`` call with a literal signal signature."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect"
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                and _SIGNAL.match(node.args[0].value)):
+            chain = _chain(node.func.value) or []
+            out.append(Connection(tuple(chain), node.args[0].value.replace(" ", ""), node.lineno))
+    return out
+
+
+def instance_classes(source: str) -> dict[str, str]:
+    """``self.<attr> = qt.<Class>(...)`` / ``ctk.<Class>(...)`` assignments: attribute -> class name."""
+    tree = ast.parse(source)
+    alias = _aliases(tree)
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            callee = _chain(node.value.func)
+            if not callee or callee[0] not in alias or alias[callee[0]] not in ("qt", "ctk"):
+                continue
+            for t in node.targets:
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                    out[t.attr] = callee[-1]
+    return out
+
+
+def _through_result(node: ast.AST) -> bool:
+    """True when an attribute chain goes through a function's result (``f(x).copy``): a method of what it returned."""
+    while isinstance(node, (ast.Attribute, ast.Call)):
+        if isinstance(node, ast.Call):
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if not _CLASS_CALL.match(callee):
+                return True
+            node = node.func
+        else:
+            node = node.value
+    return False
+
+
+def calls(source: str) -> list[Call]:
+    """Every call ``a.b.c(...)`` (qualified when rooted at a checked import) and ``obj.Method(...)``."""
+    tree = ast.parse(source)
+    alias = _aliases(tree)
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        starred = any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords)
+        positional = len(node.args)
+        keywords = tuple(k.arg for k in node.keywords if k.arg is not None)
+        if isinstance(node.func, ast.Name) and node.func.id in alias:
+            out.append(Call(alias[node.func.id], True, positional, keywords, starred, node.lineno))
+        elif isinstance(node.func, ast.Attribute):
+            chain = _chain(node.func) if not _through_result(node.func) else None
+            if chain and chain[0] in alias:
+                out.append(Call(".".join([alias[chain[0]], *chain[1:]]), True, positional, keywords, starred,
+                                node.lineno))
+            else:
+                out.append(Call(node.func.attr, False, positional, keywords, starred, node.lineno))
+    return out

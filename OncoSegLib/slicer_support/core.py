@@ -64,16 +64,15 @@ def measure(name: str, mask: np.ndarray, spacing_ijk: Sequence[float], confidenc
     """ObjectResult with volume (mL) and RECIST (mm) of ``mask`` (K, J, I) with voxel size ``spacing_ijk`` (si, sj, sk).
 
     ``confidence`` is whatever the session's ``confidence(obj)`` returned (attributes or keys iou, presence, low);
-    when it has no ``low`` flag, low = iou < ``low_threshold``.
+    low = the engine's ``low`` flag OR iou < ``low_threshold`` (the module's "Flag below IoU" setting).
     """
     from OncoSegLib.metrics import recist, volume_ml
 
     m = np.asarray(mask, dtype=bool)
     iou = _get(confidence, "iou")
     presence = _get(confidence, "presence")
-    low = _get(confidence, "low")
-    if low is None:
-        low = iou is not None and iou < low_threshold
+    # the engine's own flag, or the user's threshold ("Flag below IoU" in the module panel): either one flags it
+    low = bool(_get(confidence, "low")) or (iou is not None and iou < low_threshold)
     r = recist(m, spacing_ijk=tuple(float(s) for s in spacing_ijk))
     return ObjectResult(name=name, mask=m, iou=None if iou is None else float(iou),
                         presence=None if presence is None else float(presence), low=bool(low),
@@ -105,7 +104,8 @@ class OncoSegCore:
         bundle_loader: ``(model, device) -> bundle``; default :func:`OncoSegLib.models.loading.load_bundle`.
         session_factory: ``(bundle, cache_mb) -> session``; default :class:`OncoSegLib.session.SegmentationSession`.
         cache_mb: embedding cache cap of the session.
-        low_threshold: IoU below which a segment is flagged when the engine gives no flag.
+        low_threshold: IoU below which a segment is flagged (besides the engine's own flag); the module sets it from
+            its "Flag below IoU" setting before each job.
     """
 
     def __init__(self, bundle_loader: Callable[[str, str], Any] | None = None,

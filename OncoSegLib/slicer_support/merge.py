@@ -13,7 +13,7 @@ restore the previous state exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -103,6 +103,28 @@ def plan_segment_write(target_id: str, old_target: np.ndarray, new_mask: np.ndar
     return plan
 
 
+#: How the module writes one RegionUpdate into a Slicer segment, in order: the merge modes of
+#: ``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment`` with the update's box as extent.
+#: MODE_MERGE_MIN with the 0/1 values removes this segment's voxels where the value is 0 (other segments sharing the
+#: labelmap layer are masked out of the operation); MODE_MERGE_MASK then adds it where the value is 1. This is the
+#: Segment Editor's own "set" sequence (Slicer/Slicer Modules/Loadable/Segmentations/Logic/
+#: vtkSlicerSegmentEditorLogic.cxx, ModificationModeSet). MODE_REPLACE must NOT be used for a partial box: on a
+#: segment that shares its labelmap layer with others (the default for new segments) it first clears the WHOLE
+#: segment (vtkSegmentationModifier::AppendLabelmapToSegment calls ClearSegment), so every voxel outside the box
+#: would be lost.
+REGION_WRITE_MODES: tuple[str, str] = ("MODE_MERGE_MIN", "MODE_MERGE_MASK")
+
+
+def write_order(updates: list[RegionUpdate], target_id: str) -> list[RegionUpdate]:
+    """The updates in the order the module applies them: other segments first, the edited segment last.
+
+    Taking voxels away from other segments before adding them to the target keeps the target in its shared
+    labelmap layer (Slicer moves a segment to a layer of its own when a write would overlap a segment it must not
+    overwrite). The relative order of the other segments' updates is kept.
+    """
+    return [u for u in updates if u.segment_id != target_id] + [u for u in updates if u.segment_id == target_id]
+
+
 def apply_updates(arrays: dict[str, np.ndarray], updates: list[RegionUpdate]) -> None:
     """Apply region updates to in-memory (K, J, I) segment arrays (tests, and the console core)."""
     for u in updates:
@@ -137,33 +159,42 @@ def merge_into_label_map(labels: np.ndarray, mask: np.ndarray, label: int, polic
 class UndoStack:
     """Bounded stack of undo records (lists of RegionUpdate with previous values) for AI edits.
 
-    ``max_entries`` and ``max_bytes`` cap memory; the oldest records are dropped first.
+    ``max_entries`` and ``max_bytes`` cap memory; the oldest records are dropped first. Each record may carry an
+    ``owner`` (the module stores the segmentation node the edit was written to, so Undo restores that node even
+    when the user has selected another one since).
     """
 
     def __init__(self, max_entries: int = 20, max_bytes: int = 512 * 1024 * 1024) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._items: list[tuple[str, list[RegionUpdate]]] = []
+        self._items: list[tuple[str, list[RegionUpdate], Any]] = []
 
     def __len__(self) -> int:
         return len(self._items)
 
     @property
     def nbytes(self) -> int:
-        return sum(u.nbytes for _, ups in self._items for u in ups)
+        return sum(u.nbytes for _, ups, _o in self._items for u in ups)
 
-    def push(self, description: str, undo: list[RegionUpdate]) -> None:
+    def push(self, description: str, undo: list[RegionUpdate], owner: Any = None) -> None:
         if not undo:
             return
-        self._items.append((description, undo))
+        self._items.append((description, undo, owner))
         while len(self._items) > self.max_entries or (len(self._items) > 1 and self.nbytes > self.max_bytes):
             self._items.pop(0)
 
     def peek_description(self) -> str | None:
         return self._items[-1][0] if self._items else None
 
+    def peek_owner(self) -> Any:
+        """The owner of the newest record (None when empty or not given)."""
+        return self._items[-1][2] if self._items else None
+
     def pop(self) -> tuple[str, list[RegionUpdate]] | None:
-        return self._items.pop() if self._items else None
+        if not self._items:
+            return None
+        description, undo, _owner = self._items.pop()
+        return description, undo
 
     def clear(self) -> None:
         self._items.clear()

@@ -258,3 +258,17 @@ def prompts_from_markups(object_name: str, ras_to_ijk: np.ndarray, shape_ijk: Se
     if text.strip():
         ps.text = TextPrompt(text.strip(), default_axis)
     return ps
+
+
+def defined_indices(statuses: Sequence[int], defined_status: int) -> list[int]:
+    """Indices of the markup control points whose position is defined.
+
+    While a markup is being placed, Slicer keeps a *preview* control point that follows the mouse
+    (``vtkMRMLMarkupsNode.PositionPreview``), and a point can be *undefined* or *missing*; such points are listed by
+    ``GetNumberOfControlPoints`` and returned by ``slicer.util.arrayFromMarkupsControlPoints`` but are not prompts.
+
+    Args:
+        statuses: ``GetNthControlPointPositionStatus(n)`` for every control point, in order.
+        defined_status: the value of ``vtkMRMLMarkupsNode.PositionDefined`` (2 in Slicer 5.x).
+    """
+    return [n for n, s in enumerate(statuses) if int(s) == int(defined_status)]

@@ -237,8 +237,11 @@ def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> TrainConfi
     if len(set(names)) != len(names):
         raise InputError(f"phase names must be unique, got {names}")
     prompts = _build(PromptSpec, data.get("prompts"), "prompts")
-    if prompts.box + prompts.points + prompts.text <= 0:
-        raise InputError("prompts: box + points + text weights must be > 0")
+    if prompts.box + prompts.points <= 0:
+        raise InputError("prompts: box + points weights must be > 0")
+    if prompts.text > 0:
+        raise InputError("prompts.text > 0: training the text detector (Sam3Model) is not implemented yet",
+                         "set prompts.text to 0; concept names are still read and kept with the data")
     export = data.get("export") or {}
     bundle_dir = export.get("bundle_dir")
     bundle_path = None
