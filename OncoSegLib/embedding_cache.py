@@ -24,6 +24,14 @@ class CacheKey:
     prep: Hashable
 
 
+class _Pending:
+    """An encode in progress: waiters block on ``done``; ``result`` is set on success."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: ImageEmbeddings | None = None
+
+
 @dataclass
 class CacheStats:
     hits: int = 0
@@ -48,6 +56,7 @@ class EmbeddingCache:
         self._lock = threading.RLock()
         self.stats = CacheStats()
         self.encoded_keys: dict[CacheKey, int] = {}  # key -> number of times it was encoded (for tests/bench)
+        self._pending: dict[CacheKey, _Pending] = {}
 
     # ------------------------------------------------------------------ queries
     def __contains__(self, key: CacheKey) -> bool:
@@ -68,17 +77,38 @@ class EmbeddingCache:
 
     # ------------------------------------------------------------------ access
     def get(self, key: CacheKey, encode: Callable[[], ImageEmbeddings]) -> ImageEmbeddings:
-        """The embeddings of ``key``: from the cache (a hit) or by calling ``encode()`` once (a miss)."""
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-                self.stats.hits += 1
-                return item
-            self.stats.misses += 1
-        emb = encode()
-        self.put(key, emb, _count_encode=True)
-        return emb
+        """The embeddings of ``key``: from the cache (a hit) or by calling ``encode()`` once (a miss).
+
+        Thread-safe: while one thread encodes ``key``, other threads asking for it wait for that result instead of
+        encoding the slice again (the lock is not held during the encode, so other keys proceed).
+        """
+        while True:
+            with self._lock:
+                item = self._items.get(key)
+                if item is not None:
+                    self._items.move_to_end(key)
+                    self.stats.hits += 1
+                    return item
+                pending = self._pending.get(key)
+                if pending is None:
+                    pending = self._pending[key] = _Pending()
+                    self.stats.misses += 1
+                    break
+            pending.done.wait()  # another thread is encoding this slice
+            if pending.result is not None:
+                with self._lock:
+                    self.stats.hits += 1
+                return pending.result
+            # that encode failed, or its result was too large to keep: try again (possibly encoding here)
+        try:
+            emb = encode()
+            self.put(key, emb, _count_encode=True)
+            pending.result = emb
+            return emb
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+            pending.done.set()
 
     def put(self, key: CacheKey, emb: ImageEmbeddings, _count_encode: bool = True) -> None:
         """Store embeddings computed elsewhere (e.g. while running a text prompt); counts as one encode."""

@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, cKDTree
 
 from OncoSegLib.errors import InputError
+from OncoSegLib.io.labels import unique_labels
 from OncoSegLib.io.volume import Volume
 
 ArrayLike = np.ndarray | Volume
@@ -403,7 +404,7 @@ def evaluate_label_maps(pred: ArrayLike, gt: ArrayLike, spacing: Sequence[float]
                 raise InputError(f"the {name} is not a label map (non-integer values)",
                                  "pass integer labels (0 = background), not probabilities")
     if labels is None:
-        found = np.union1d(np.unique(p), np.unique(g))
+        found = np.union1d(unique_labels(p), unique_labels(g))
         labels = [int(v) for v in found if v != 0]
     vox_ml = float(np.prod(sp)) / 1000.0
     out: dict[int, dict[str, float]] = {}

@@ -140,12 +140,39 @@ def _positive(entry: Any, what: str) -> bool:
     if not isinstance(entry, dict):
         return True
     if "positive" in entry:
-        return bool(entry["positive"])
+        v = entry["positive"]
+        if not isinstance(v, bool):  # "no" or "false" as a string would otherwise count as positive
+            raise InputError(f"{what}: \"positive\" must be true or false (JSON booleans), got {v!r}")
+        return v
     if "label" in entry:
-        if entry["label"] not in (0, 1):
+        if isinstance(entry["label"], bool) or entry["label"] not in (0, 1):
             raise InputError(f"{what}: label must be 1 (foreground) or 0 (background), got {entry['label']!r}")
         return entry["label"] == 1
     return True
+
+
+def _list_of(value: Any, what: str, example: str) -> list:
+    """``value`` if it is a JSON list, else an ``InputError`` showing the expected shape."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InputError(f"{what} must be a list, e.g. {example}; got {value!r}"[:300])
+    return value
+
+
+def _slice_index(value: Any, what: str) -> int | None:
+    """A slice index from JSON (integer or None), or an ``InputError``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        raise InputError(f"{what}: \"index\" must be a whole slice number, got {value!r}")
+    return int(value)
+
+
+def _text_of(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{what}: text must be a non-empty string such as \"liver tumour\", got {value!r}")
+    return value
 
 
 def parse_prompts(data: dict[str, Any], volume: Any) -> PromptSet:
@@ -173,11 +200,13 @@ def parse_prompts(data: dict[str, Any], volume: Any) -> PromptSet:
         frame = _check_frame(obj.get("frame", top_frame), where)
         axis = check_axis(obj.get("axis", top_axis))
         op = ObjectPrompts(name=name, axis=axis)
-        for m, entry in enumerate(obj.get("points", []), start=1):
+        for m, entry in enumerate(_list_of(obj.get("points"), f"{where}: \"points\"", "[[i, j, k], ...]"),
+                                  start=1):
             what = f"{where}, point {m}"
             f, c = _frame_of(entry, frame, what)
             op.points.append(PointPrompt(_to_ijk(c, f, volume, what), _positive(entry, what)))
-        for m, entry in enumerate(obj.get("boxes", []), start=1):
+        for m, entry in enumerate(_list_of(obj.get("boxes"), f"{where}: \"boxes\"",
+                                           '[{"min": [i, j, k], "max": [i, j, k]}]'), start=1):
             what = f"{where}, box {m}"
             if not isinstance(entry, dict) or "min" not in entry or "max" not in entry:
                 raise InputError(f"{what}: a box is {{\"min\": [..], \"max\": [..]}} (optionally \"frame\")")
@@ -186,7 +215,8 @@ def parse_prompts(data: dict[str, Any], volume: Any) -> PromptSet:
             b = np.array(_to_ijk(entry["max"], f, volume, what + " max corner"))
             lo, hi = np.minimum(a, b), np.maximum(a, b)  # LPS/RAS corners may swap under the direction matrix
             op.boxes.append(BoxPrompt(tuple(float(v) for v in lo), tuple(float(v) for v in hi)))  # type: ignore[arg-type]
-        for m, entry in enumerate(obj.get("scribbles", []), start=1):
+        for m, entry in enumerate(_list_of(obj.get("scribbles"), f"{where}: \"scribbles\"",
+                                           '[{"points": [[i, j, k], ...]}]'), start=1):
             what = f"{where}, scribble {m}"
             pts = entry.get("points") if isinstance(entry, dict) else entry
             if not isinstance(pts, list) or len(pts) < 1:
@@ -194,20 +224,22 @@ def parse_prompts(data: dict[str, Any], volume: Any) -> PromptSet:
             f = _check_frame(entry.get("frame", frame) if isinstance(entry, dict) else frame, what)
             ijks = tuple(_to_ijk(p, f, volume, f"{what}, vertex {v}") for v, p in enumerate(pts, start=1))
             op.scribbles.append(ScribblePrompt(ijks, _positive(entry, what)))
-        if obj.get("text"):
-            idx = obj.get("index")
-            op.text = TextPrompt(str(obj["text"]), axis, None if idx is None else int(idx))
+        if obj.get("text") is not None:
+            op.text = TextPrompt(_text_of(obj["text"], where), axis, _slice_index(obj.get("index"), where))
         if op.empty:
             raise InputError(f"{where} has no prompts", hint="add points, boxes, scribbles or text")
         result.objects.append(op)
     texts = data.get("text", [])
     if isinstance(texts, str):
         texts = [texts]
-    for t in texts:
+    texts = _list_of(texts, "top-level \"text\"", '["liver", {"text": "kidney", "index": 30}]')
+    for m, t in enumerate(texts, start=1):
+        what = f"text prompt {m}"
         if isinstance(t, dict):
-            result.texts.append(TextPrompt(str(t["text"]), check_axis(t.get("axis", top_axis)), t.get("index")))
+            result.texts.append(TextPrompt(_text_of(t.get("text"), what), check_axis(t.get("axis", top_axis)),
+                                           _slice_index(t.get("index"), what)))
         else:
-            result.texts.append(TextPrompt(str(t), top_axis, None))
+            result.texts.append(TextPrompt(_text_of(t, what), top_axis, None))
     if not result.objects and not result.texts:
         raise InputError("the prompts file holds no objects and no text prompts (see docs/prompts.md)")
     return result

@@ -29,8 +29,9 @@ Cancel: the token is polled between slices; everything finished so far is kept a
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -74,6 +75,8 @@ class PropagationResult:
         stopped: per (object id, anchor, step) the reason a segment ended: "end", "vanished", "agrees", "cancelled".
         cancelled: True when the cancel token stopped the run (partial results are kept).
         objects: ids of the objects propagated.
+        processed_by_object: object id -> its processed slice indices.
+        skipped: ids of objects left alone because they hold no prompt on the propagation axis.
     """
 
     processed: list[int] = field(default_factory=list)
@@ -81,6 +84,7 @@ class PropagationResult:
     cancelled: bool = False
     objects: list[int] = field(default_factory=list)
     processed_by_object: dict[int, list[int]] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
 
 
 def check_method(method: str) -> str:
@@ -222,6 +226,14 @@ class BoxStepper:
         return None
 
 
+@contextlib.contextmanager
+def _plain_context(predictor: Any) -> Iterator[None]:
+    from OncoSegLib.models.device import oom_guard
+
+    with oom_guard("memory propagation", getattr(predictor, "device", None)), torch.inference_mode():
+        yield
+
+
 class _LazyFrames:
     """Stands in for ``Sam3TrackerVideoInferenceSession.processed_frames``: reports the number of frames and makes a
     frame's pixel values only when the video model asks for one (it does not when features were injected)."""
@@ -290,11 +302,12 @@ class MemoryStepper:
             self.session.cache.cache_vision_features(index, feats)
 
     def _run(self, index: int, reverse: bool) -> SliceOutcome:
-        from OncoSegLib.models.device import oom_guard
         from OncoSegLib.preprocessing import resize_mask_logits
 
         self._inject(index)
-        with oom_guard("memory propagation", self.predictor.device), torch.inference_mode():
+        run_context = getattr(self.predictor, "run_context", None)  # autocast (bf16 on CUDA) + decoder settings
+        ctx = run_context("memory propagation") if run_context is not None else _plain_context(self.predictor)
+        with ctx:
             out = self.video(inference_session=self.session, frame_idx=index, reverse=reverse)
         logits = resize_mask_logits(out.pred_masks[0:1].float().cpu(), self.hw).reshape(self.hw)
         presence = float(torch.sigmoid(out.object_score_logits.float().reshape(-1)[0]))

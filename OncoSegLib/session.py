@@ -20,7 +20,12 @@ Prompt semantics (all coordinates are voxel indices IJK, see :mod:`OncoSegLib.sl
 - Confidence: mean predicted IoU and mean presence over the object's non-empty slices; ``low`` when either is below
   its threshold (0.5 by default).
 - Undo: every public mutating call is one step; ``undo()`` restores the masks, prompts and confidences it changed
-  (including propagation and the automatic re-propagation a refinement triggers).
+  (including propagation and the automatic re-propagation a refinement triggers). Planes that were empty before a
+  step cost no memory in its undo record (a 500-slice propagation into empty slices stores nothing per slice).
+- Threads: edits (prompts, propagation, undo, set_volume) run one at a time under one lock; a GUI thread may read
+  (:meth:`result`, :meth:`label_map`, :meth:`confidence`, :attr:`objects`, ...) while a worker thread propagates:
+  reads take a second, short lock that the worker holds only while it writes one plane, so they never wait for the
+  whole propagation and see the slices finished so far.
 See :mod:`OncoSegLib.propagation` for propagation and the refinement rule.
 """
 
@@ -153,14 +158,16 @@ class SegmentationSession:
         iou_threshold, presence_threshold: below either, :meth:`confidence` flags the object as low confidence.
         auto_repropagate: after a propagation, prompts on that axis re-run the affected chain (see propagation).
         undo_depth: number of undo steps kept.
+        cpu_bf16: with a bundle, run bf16 autocast on the CPU too (CUDA always uses it); ignored for a predictor.
     """
 
     def __init__(self, model: Any, cache_mb: float = 512.0, scribble_points: int = 8, iou_threshold: float = 0.5,
-                 presence_threshold: float = 0.5, auto_repropagate: bool = True, undo_depth: int = 50):
+                 presence_threshold: float = 0.5, auto_repropagate: bool = True, undo_depth: int = 50,
+                 cpu_bf16: bool = False):
         if not hasattr(model, "predict"):  # a Sam3Bundle (a predictor has predict/encode)
             from OncoSegLib.models.predictor import Sam3Predictor
 
-            model = Sam3Predictor(model)
+            model = Sam3Predictor(model, cpu_bf16=cpu_bf16)
         self.predictor = model
         self.cache = EmbeddingCache(cache_mb)
         self.scribble_points = int(scribble_points)
@@ -177,7 +184,8 @@ class SegmentationSession:
         self._next_id = 1
         self._undo: list[_Action] = []
         self._action: _Action | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # one edit at a time (prompts, propagation, undo, set_volume)
+        self._data = threading.RLock()  # short: object dict + per-plane writes vs readers on other threads
         self.last_repropagation: PropagationResult | None = None
         self._last_text_features: tuple[CacheKey, Any] | None = None
 
@@ -197,20 +205,23 @@ class SegmentationSession:
             from OncoSegLib.modality import detect_modality
 
             guess = detect_modality(volume)
-            self.modality, self.modality_reason = guess.modality, f"detected: {guess.reason}"
+            modality_name, reason = guess.modality, f"detected: {guess.reason}"
         else:
-            self.modality, self.modality_reason = canonical_modality(modality), "chosen by the user"
-        self.volume = volume
-        self.normalizer = fit_normalizer(volume, self.modality, window)
-        key = json.dumps({"norm": self.normalizer.to_dict(), "S": self.predictor.image_size,
+            modality_name, reason = canonical_modality(modality), "chosen by the user"
+        normalizer = fit_normalizer(volume, modality_name, window)  # may refuse (e.g. RGB as CT) before any change
+        key = json.dumps({"norm": normalizer.to_dict(), "S": self.predictor.image_size,
                           "model": id(self.predictor), "shape": list(volume.array.shape)}, sort_keys=True,
                          default=str)
-        self._prep = hashlib.sha1(key.encode()).hexdigest()[:16]
-        self.cache.clear()
-        self._last_text_features = None
-        self._objects.clear()
-        self._undo.clear()
-        self._next_id = 1
+        with self._lock, self._data:
+            self.modality, self.modality_reason = modality_name, reason
+            self.volume = volume
+            self.normalizer = normalizer
+            self._prep = hashlib.sha1(key.encode()).hexdigest()[:16]
+            self.cache.clear()
+            self._last_text_features = None
+            self._objects = {}
+            self._undo.clear()
+            self._next_id = 1
 
     def _vol(self) -> Volume:
         if self.volume is None:
@@ -251,9 +262,11 @@ class SegmentationSession:
         oid = self._next_id
         self._next_id += 1
         nm = str(name) if name else f"object {oid}"
-        if any(o.name == nm for o in self._objects.values()):
-            nm = f"{nm} ({oid})"
-        self._objects[oid] = _Object(id=oid, name=nm, mask=np.zeros(vol.shape_kji, dtype=bool))
+        obj = _Object(id=oid, name=nm, mask=np.zeros(vol.shape_kji, dtype=bool))
+        with self._data:
+            if any(o.name == nm for o in self._objects.values()):
+                obj.name = f"{nm} ({oid})"
+            self._objects[oid] = obj
         return oid
 
     def remove_object(self, obj: ObjectId) -> None:
@@ -262,13 +275,15 @@ class SegmentationSession:
         with self._lock:
             self._begin("remove_object", [obj])
             self._action.states[obj] = {"removed": o}  # type: ignore[union-attr]
-            del self._objects[obj]
+            with self._data:
+                del self._objects[o.id]
             self._commit()
 
     @property
     def objects(self) -> dict[ObjectId, str]:
         """Object id -> name, in creation (label) order."""
-        return {oid: o.name for oid, o in self._objects.items()}
+        with self._data:
+            return {oid: o.name for oid, o in self._objects.items()}
 
     def _obj(self, obj: ObjectId) -> _Object:
         try:
@@ -291,7 +306,7 @@ class SegmentationSession:
             act.objects.append(oid)
         act.touched.add((oid, ref))
         plane = get_slice(self._objects[oid].mask, ref.axis, ref.index)
-        act.planes.append((oid, ref, np.packbits(plane)))
+        act.planes.append((oid, ref, np.packbits(plane) if plane.any() else None))  # None = was empty
 
     def _commit(self) -> None:
         act = self._action
@@ -314,12 +329,13 @@ class SegmentationSession:
                conf: tuple[float, float] | None) -> None:
         o = self._objects[oid]
         self._touch(oid, ref)
-        paste_slice_mask(o.mask, ref.axis, ref.index, mask2d)
-        o.source[ref] = source
-        if conf is not None:
-            o.conf[ref] = conf
-        else:
-            o.conf.pop(ref, None)
+        with self._data:
+            paste_slice_mask(o.mask, ref.axis, ref.index, mask2d)
+            o.source[ref] = source
+            if conf is not None:
+                o.conf[ref] = conf
+            else:
+                o.conf.pop(ref, None)
 
     def undo(self, obj: ObjectId | None = None) -> bool:
         """Undo the most recent step (of object ``obj`` when given). Returns False when there is nothing to undo."""
@@ -333,25 +349,29 @@ class SegmentationSession:
             return False
 
     def _apply_undo(self, act: _Action) -> None:
-        for oid in act.created:
-            self._objects.pop(oid, None)
-        for oid, state in act.states.items():
-            if "removed" in state:
-                self._objects[oid] = state["removed"]
-                self._objects = dict(sorted(self._objects.items()))
-        for oid, ref, packed in reversed(act.planes):
-            o = self._objects.get(oid)
-            if o is None:
-                continue
-            shape = slice_shape(o.mask.shape, ref.axis)
-            plane = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape).astype(bool)
-            paste_slice_mask(o.mask, ref.axis, ref.index, plane)
-        for oid, state in act.states.items():
-            o = self._objects.get(oid)
-            if o is None or "removed" in state:
-                continue
-            o.prompts, o.conf, o.source = state["prompts"], state["conf"], state["source"]
-            o.bounds, o.last_propagation, o.name = state["bounds"], state["last_propagation"], state["name"]
+        with self._data:
+            for oid in act.created:
+                self._objects.pop(oid, None)
+            for oid, state in act.states.items():
+                if "removed" in state:
+                    self._objects[oid] = state["removed"]
+                    self._objects = dict(sorted(self._objects.items()))
+            for oid, ref, packed in reversed(act.planes):
+                o = self._objects.get(oid)
+                if o is None:
+                    continue
+                shape = slice_shape(o.mask.shape, ref.axis)
+                if packed is None:
+                    plane = np.zeros(shape, dtype=bool)
+                else:
+                    plane = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+                paste_slice_mask(o.mask, ref.axis, ref.index, plane)
+            for oid, state in act.states.items():
+                o = self._objects.get(oid)
+                if o is None or "removed" in state:
+                    continue
+                o.prompts, o.conf, o.source = state["prompts"], state["conf"], state["source"]
+                o.bounds, o.last_propagation, o.name = state["bounds"], state["last_propagation"], state["name"]
 
     @property
     def can_undo(self) -> bool:
@@ -401,8 +421,9 @@ class SegmentationSession:
         with self._lock:
             self._begin(kind, [o.id])
             try:
-                sp = o.prompts.setdefault(ref, SlicePrompts())
-                edit(sp)
+                with self._data:
+                    sp = o.prompts.setdefault(ref, SlicePrompts())
+                    edit(sp)
                 res = self._decode_slice(o, ref)
                 self._maybe_repropagate(o, ref)
             except BaseException:
@@ -531,7 +552,8 @@ class SegmentationSession:
                     self._action.created.append(oid)  # type: ignore[union-attr]
                     o = self._objects[oid]
                     mask = np.asarray(det.mask, dtype=bool)
-                    o.prompts[ref] = SlicePrompts(mask=mask.copy())
+                    with self._data:
+                        o.prompts[ref] = SlicePrompts(mask=mask.copy())
                     self._write(oid, ref, mask, "prompt", (float("nan"), float(det.score)))
                     out.append(TextInstance(oid, o.name, float(det.score), mask, ref))
             except BaseException:
@@ -542,39 +564,44 @@ class SegmentationSession:
 
     # ================================================================== results
     def result(self, obj: ObjectId) -> np.ndarray:
-        """The object's mask, bool (K, J, I) in the volume's grid (a copy)."""
-        return self._obj(obj).mask.copy()
+        """The object's mask, bool (K, J, I) in the volume's grid (a copy; safe to call from another thread)."""
+        with self._data:
+            return self._obj(obj).mask.copy()
 
     def label_map(self) -> np.ndarray:
         """All objects as one label map (K, J, I): 0 background, object labels 1..N in creation order; later
         objects win where masks overlap. uint8 up to 255 objects, else uint16."""
-        shape = self.shape_kji
-        dtype = np.uint8 if len(self._objects) <= 255 else np.uint16
-        out = np.zeros(shape, dtype=dtype)
-        for label, o in enumerate(self._objects.values(), start=1):
-            out[o.mask] = label
-        return out
+        with self._data:
+            shape = self.shape_kji
+            dtype = np.uint8 if len(self._objects) <= 255 else np.uint16
+            out = np.zeros(shape, dtype=dtype)
+            for label, o in enumerate(self._objects.values(), start=1):
+                out[o.mask] = label
+            return out
 
     def label_names(self) -> dict[int, str]:
         """Label value in :meth:`label_map` -> object name."""
-        return {label: o.name for label, o in enumerate(self._objects.values(), start=1)}
+        with self._data:
+            return {label: o.name for label, o in enumerate(self._objects.values(), start=1)}
 
     def object_id(self, name: str) -> ObjectId:
         """The id of the object called ``name``."""
-        for oid, o in self._objects.items():
-            if o.name == name:
-                return oid
+        with self._data:
+            for oid, o in self._objects.items():
+                if o.name == name:
+                    return oid
         raise InputError(f"no object named {name!r}")
 
     def confidence(self, obj: ObjectId) -> ObjectConfidence:
         """Mean predicted IoU and presence over the object's non-empty slices, with a low-confidence flag."""
         o = self._obj(obj)
         ious, pres = [], []
-        for ref, (iou, presence) in o.conf.items():
-            if get_slice(o.mask, ref.axis, ref.index).any():
-                if np.isfinite(iou):
-                    ious.append(iou)
-                pres.append(presence)
+        with self._data:
+            for ref, (iou, presence) in o.conf.items():
+                if get_slice(o.mask, ref.axis, ref.index).any():
+                    if np.isfinite(iou):
+                        ious.append(iou)
+                    pres.append(presence)
         iou = float(np.mean(ious)) if ious else float("nan")
         presence = float(np.mean(pres)) if pres else 0.0
         low = (not pres) or presence < self.presence_threshold or (ious != [] and iou < self.iou_threshold)
@@ -582,12 +609,14 @@ class SegmentationSession:
 
     def slice_confidence(self, obj: ObjectId) -> dict[SliceRef, tuple[float, float]]:
         """Per-slice (predicted IoU, presence) of an object."""
-        return dict(self._obj(obj).conf)
+        with self._data:
+            return dict(self._obj(obj).conf)
 
     def anchors(self, obj: ObjectId, axis: str = "axial") -> list[int]:
         """Slice indices along ``axis`` where the object holds prompts."""
         axis = check_axis(axis)
-        return sorted(r.index for r in self._obj(obj).prompts if r.axis == axis)
+        with self._data:
+            return sorted(r.index for r in self._obj(obj).prompts if r.axis == axis)
 
     # ================================================================== propagation
     def _default_axis(self, o: _Object) -> str:
@@ -649,36 +678,45 @@ class SegmentationSession:
             cancel: a :class:`CancelToken`; on cancel the slices done so far are kept and ``result.cancelled``.
             min_area: a slice whose mask has fewer pixels ends the chain (the object vanished).
             margin: box method margin as a fraction of the previous box side.
-        Returns a :class:`PropagationResult` (one undo step covers the whole call).
+        Returns a :class:`PropagationResult` (one undo step covers the whole call). With ``obj`` None, objects
+        without a prompt on the axis are left alone and listed in ``result.skipped``.
         """
         direction = check_direction(direction)
         method = check_method(method)
-        ids = [self._obj(obj).id] if obj is not None else list(self._objects)
         if method == "memory" and not getattr(self.predictor, "has_video", False):
             raise ModelError("this model has no video tracker (Sam3TrackerVideoModel), so memory propagation is "
                              "unavailable", "use method='centroid' or method='box', or load a full SAM3 checkpoint")
-        res = PropagationResult(objects=list(ids))
-        plans = []
-        for oid in ids:
-            o = self._objects[oid]
-            ax = check_axis(axis) if axis is not None else self._default_axis(o)
-            if not any(r.axis == ax for r in o.prompts):
-                raise InputError(f"object {o.name!r} has no prompt on a {ax} slice to propagate from",
-                                 hint="add a point, box, scribble, mask or text prompt first")
-            n = num_slices(self.shape_kji, ax)
-            lo, hi = o.bounds.get(ax, (0, n - 1))
-            segs = plan_segments([r.index for r in o.prompts if r.axis == ax], n, direction, lo, hi)
-            plans.append((o, ax, segs))
-        total = sum(len(s.indices()) for _, _, segs in plans for s in segs)
         with self._lock:
-            self._begin("propagate", ids)
+            ids = [self._obj(obj).id] if obj is not None else list(self._objects)
+            plans = []
+            skipped: list[ObjectId] = []
+            for oid in ids:
+                o = self._objects[oid]
+                ax = check_axis(axis) if axis is not None else self._default_axis(o)
+                if not any(r.axis == ax for r in o.prompts):
+                    if obj is None:  # "all objects": one without prompts (a text prompt that found nothing) waits
+                        skipped.append(oid)
+                        continue
+                    raise InputError(f"object {o.name!r} has no prompt on a {ax} slice to propagate from",
+                                     hint="add a point, box, scribble, mask or text prompt first")
+                n = num_slices(self.shape_kji, ax)
+                lo, hi = o.bounds.get(ax, (0, n - 1))
+                segs = plan_segments([r.index for r in o.prompts if r.axis == ax], n, direction, lo, hi)
+                plans.append((o, ax, segs))
+            if not plans:
+                raise InputError("no object has a prompt to propagate from",
+                                 hint="add a point, box, scribble, mask or text prompt first")
+            res = PropagationResult(objects=[o.id for o, _, _ in plans], skipped=skipped)
+            total = sum(len(s.indices()) for _, _, segs in plans for s in segs)
+            self._begin("propagate", [o.id for o, _, _ in plans])
             try:
                 for o, ax, segs in plans:
                     done0 = len(res.processed)
                     self._run_object(o, ax, method, direction, min_area, margin, progress, cancel, res,
                                      done0=done0, total=total, segments=segs)
-                    o.last_propagation = {"axis": ax, "method": method, "direction": direction,
-                                          "min_area": int(min_area), "margin": float(margin)}
+                    with self._data:
+                        o.last_propagation = {"axis": ax, "method": method, "direction": direction,
+                                              "min_area": int(min_area), "margin": float(margin)}
             except BaseException:
                 self._commit()  # keep what was done (undoable) and re-raise
                 raise

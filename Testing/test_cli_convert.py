@@ -113,3 +113,31 @@ def test_subprocess_console(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "already exists" in bad.stderr
+
+
+def test_npz_labels_beyond_32_bits_and_unwritable_output(tmp_path: Path, capsys) -> None:
+    """int64 labels used to end in 'internal error' (nibabel refuses int64 unless asked); an output folder that
+    cannot be created used to print an OSError as an internal error."""
+    imgs = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
+    gts = np.zeros(imgs.shape, np.int64)
+    gts[1, 1:3, 2:4] = 2**40
+    gts[2, 0, 0] = 1
+    np.savez(tmp_path / "c.npz", imgs=imgs, gts=gts, spacing=np.array([0.5, 0.75, 2.0]))
+    assert main(["convert", str(tmp_path / "c.npz"), str(tmp_path / "i.nii.gz"),
+                 "--labels-out", str(tmp_path / "l.nii.gz")]) == 0
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "l.nii.gz"))), gts)
+    capsys.readouterr()
+    (tmp_path / "a_file").write_bytes(b"x")
+    rc = main(["convert", str(tmp_path / "c.npz"), str(tmp_path / "a_file" / "o.nii.gz")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("oncoseg convert: error: cannot write") and len(err.strip().splitlines()) == 1
+
+
+def test_labels_out_cannot_replace_the_image(tmp_path: Path, capsys) -> None:
+    """--labels-out equal to OUTPUT used to write the image and then overwrite it with the labels."""
+    imgs = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    np.savez(tmp_path / "c.npz", imgs=imgs, gts=(imgs > 5).astype(np.uint8))
+    out = tmp_path / "o.nii.gz"
+    rc = main(["convert", str(tmp_path / "c.npz"), str(out), "--labels-out", str(tmp_path / "." / "o.nii.gz")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--labels-out must differ" in err and not out.exists()

@@ -106,3 +106,45 @@ def test_grid_mismatch_is_one_line_error(setup, capsys) -> None:
     write_nifti(vol.with_array(labels[:, :, :-3]), cropped)
     rc = main(["export", "seg", "--mask", str(cropped), "--dicom", str(tmp / "ct"), "--out", str(out)])
     assert rc == 2 and not out.exists()
+
+
+def test_warnings_on_stderr_and_unwritable_out(setup, capsys) -> None:
+    tmp, vol, labels, mask = setup
+    out = tmp / "long.dcm"
+    rc = main(["export", "rtstruct", "--mask", str(mask), "--dicom", str(tmp / "ct"), "--out", str(out),
+               "--names", "a_name_longer_than_sixteen,b,c,d"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "16" in captured.err and "warning" in captured.err
+    assert captured.out.strip() == f"wrote {out}"  # stdout stays clean for scripts
+    (tmp / "a_file").write_bytes(b"x")
+    rc = main(["export", "seg", "--mask", str(mask), "--dicom", str(tmp / "ct"), "--out",
+               str(tmp / "a_file" / "seg.dcm")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1
+
+
+def test_import_onto_uneven_series_refuses(tmp_path, capsys) -> None:
+    """A NIfTI cannot describe a series with a missing slice: import used to write one on a mean-spacing grid
+    (labels off by part of a slice); now it stops with a one-line error naming the problem."""
+    from OncoSegLib.export.rtstruct import write_rtstruct
+    from OncoSegLib.io.dicom_write import write_dicom_series
+    from OncoSegLib.io.geometries import example_volume
+
+    v = example_volume("head_first", (7, 16, 16))
+    write_dicom_series(v, tmp_path / "ct")
+    Path(v.metadata["files"][4]).unlink()
+    labels = np.zeros((6, 16, 16), np.uint8)
+    labels[1:5, 4:9, 4:9] = 1
+    write_rtstruct(labels, tmp_path / "ct", tmp_path / "rt.dcm")
+    out = tmp_path / "back.nii.gz"
+    rc = main(["import", "rtstruct", str(tmp_path / "rt.dcm"), "--dicom", str(tmp_path / "ct"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing 1 slice" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_import_of_a_folder_says_so(setup, capsys) -> None:
+    tmp, *_ = setup
+    rc = main(["import", "rtstruct", str(tmp / "ct"), "--dicom", str(tmp / "ct"), "--out", str(tmp / "x.nii.gz")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1

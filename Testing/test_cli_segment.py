@@ -68,3 +68,77 @@ def test_segment_reports_bad_prompts(setup, capsys):
     rc = main(["segment", str(d / "img.nii.gz"), "--prompts", str(d / "p.json"), "--model", str(ck), "--out",
                str(d / "x.png"), "--quiet"])
     assert rc == 2
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("points5", "\"points\" must be a list"),
+    ("cache", "--cache-mb must be 0 or more"),
+    ("score", "--score-threshold must be between 0 and 1"),
+    ("nomodel", "does not exist"),
+    ("rgb_as_ct", "colour image"),
+    ("no_image", "input not found"),
+])
+def test_bad_inputs_are_one_line_errors(setup, capsys, tmp_path, case, needle):
+    """Bad input -> exit 2 and one `oncoseg segment: error: ...` line, never an 'internal error' or a traceback."""
+    from PIL import Image
+
+    d, ck, _ = setup
+    prompts, extra, image = d / "p.json", [], None
+    if case == "points5":
+        prompts = tmp_path / "b.json"
+        prompts.write_text(json.dumps({"objects": [{"name": "a", "points": 5}]}))
+    elif case == "cache":
+        extra = ["--cache-mb", "-5"]
+    elif case == "score":
+        extra = ["--score-threshold", "7"]
+    elif case == "nomodel":
+        ck = tmp_path / "no" / "such" / "model"
+    elif case == "rgb_as_ct":
+        image = tmp_path / "photo.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(image)
+        prompts = tmp_path / "p2d.json"
+        prompts.write_text(json.dumps({"objects": [{"name": "a", "points": [[20, 15, 0]]}]}))
+        extra = ["--modality", "ct"]
+    elif case == "no_image":
+        image = tmp_path / "absent.nii.gz"
+    args = ["segment", str(image or d / "img.nii.gz"), "--prompts", str(prompts), "--model", str(ck), "--out",
+            str(tmp_path / "o.nii.gz"), "--quiet", "--device", "cpu"] + extra
+    rc = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("oncoseg segment: error:") and needle in err[0], err
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_text_object_without_instance_does_not_stop_propagation(setup, capsys, tmp_path):
+    """An object whose text prompt finds nothing stays empty; --propagate still runs for the others (the tiny
+    detector's scores are < 1, so threshold 1.0 finds nothing by construction)."""
+    d, ck, _ = setup
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"objects": [{"name": "kidney", "text": "kidney"},
+                                         {"name": "tumour", "points": [[20, 15, 4]]}]}))
+    rc = main(["segment", str(d / "img.nii.gz"), "--prompts", str(p), "--model", str(ck), "--out",
+               str(tmp_path / "o.nii.gz"), "--propagate", "--method", "centroid", "--score-threshold", "1.0",
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    side = json.loads((tmp_path / "o.json").read_text())
+    assert side["labels"] == {"1": "kidney", "2": "tumour"} and side["objects"][0]["voxels"] == 0
+    assert "nothing to propagate" in err and "'kidney'" in err
+
+
+def test_model_defaults_to_the_manifest_route_for_the_modality(setup, tmp_path, monkeypatch, capsys):
+    """Without --model the image's modality picks the model (manifest routing); --model overrides it."""
+    from OncoSegLib.models import registry
+
+    d, ck, _ = setup
+    monkeypatch.setenv("ONCOSEG_HOME", str(tmp_path / "home"))
+    registry.import_model(ck, name="ct-model")
+    registry.set_routing("ct", "ct-model")
+    rc = main(["segment", str(d / "img.nii.gz"), "--prompts", str(d / "p.json"), "--out",
+               str(tmp_path / "a.nii.gz"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert json.loads((tmp_path / "a.json").read_text())["model"] == "ct-model" and "ct-model" in err
+    rc = main(["segment", str(d / "img.nii.gz"), "--prompts", str(d / "p.json"), "--out",
+               str(tmp_path / "b.nii.gz"), "--device", "cpu", "--model", "absent-model", "--quiet"])
+    assert rc == 2 and "unknown model 'absent-model'" in capsys.readouterr().err

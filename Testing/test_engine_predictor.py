@@ -6,7 +6,7 @@ import torch
 
 from OncoSegLib.embedding_cache import CacheKey, EmbeddingCache
 from OncoSegLib.errors import InputError
-from OncoSegLib.models.predictor import Sam3Predictor
+from OncoSegLib.models.predictor import ImageEmbeddings, Sam3Predictor
 from engine_support import tiny
 
 
@@ -142,3 +142,61 @@ def test_cache_lru_and_cap(bundle, pixels):
     nocache.get(keys[0], enc(0))
     nocache.get(keys[0], enc(0))
     assert len(nocache) == 0 and nocache.stats.encodes == 2
+
+
+def test_predictor_leaves_the_shared_bundles_multimask_flag_alone(pixels):
+    """The predictor's dynamic_multimask choice applies to its own calls only; the bundle (shared with training,
+    evaluation, other predictors) keeps its flag. Oracle: transformers' full forward with the flag set either way."""
+    from OncoSegLib.models.tiny import tiny_bundle
+
+    b = tiny_bundle(seed=0, text=False)
+    dec = b.tracker.mask_decoder
+    dec.dynamic_multimask_via_stability = True  # what facebook/sam3's config says
+    pred = Sam3Predictor(b)  # default: dynamic_multimask=False
+    assert dec.dynamic_multimask_via_stability is True
+    kw = dict(input_points=torch.tensor([[[[56.0, 56.0]]]]), input_labels=torch.tensor([[[1]]]),
+              multimask_output=False)
+    with torch.inference_mode():
+        with_flag = b.tracker(pixel_values=pixels[:1], **kw).pred_masks[0, 0, :1]
+        dec.dynamic_multimask_via_stability = False
+        without = b.tracker(pixel_values=pixels[:1], **kw).pred_masks[0, 0, :1]
+        dec.dynamic_multimask_via_stability = True
+    assert not torch.allclose(with_flag, without, atol=1e-4)  # the flag matters for this input
+    out = pred.predict(pred.encode(pixels[:1]), points=[[56.0, 56.0]], labels=[1])
+    assert torch.allclose(out.low_res[0], without, atol=1e-5)
+    assert dec.dynamic_multimask_via_stability is True  # restored after the call
+    keep = Sam3Predictor(b, dynamic_multimask=True)
+    out2 = keep.predict(keep.encode(pixels[:1]), points=[[56.0, 56.0]], labels=[1])
+    assert torch.allclose(out2.low_res[0], with_flag, atol=1e-5)
+
+
+def test_cache_encodes_a_slice_once_when_two_threads_ask():
+    import threading
+
+    cache = EmbeddingCache(capacity_mb=16)
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def slow_encode():
+        calls.append(threading.get_ident())
+        started.set()
+        assert release.wait(10)
+        return ImageEmbeddings(maps=[torch.zeros(1, 4, 8, 8)])
+
+    key = CacheKey("axial", 3, "p")
+    got = []
+    t1 = threading.Thread(target=lambda: got.append(cache.get(key, slow_encode)))
+    t1.start()
+    assert started.wait(10)
+    t2 = threading.Thread(target=lambda: got.append(cache.get(key, slow_encode)))
+    t2.start()
+    release.set()
+    t1.join(10)
+    t2.join(10)
+    assert len(calls) == 1 and len(got) == 2 and got[0] is got[1]
+    assert cache.stats.encodes == 1 and cache.encoded_keys[key] == 1
+    # a failed encode does not poison the key: the next get encodes again
+    bad = CacheKey("axial", 4, "p")
+    with pytest.raises(RuntimeError):
+        cache.get(bad, lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert cache.get(bad, lambda: slow_encode()) is not None and bad in cache

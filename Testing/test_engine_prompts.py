@@ -84,3 +84,31 @@ def test_scribble_samples_equal_arc_length():
     steps = np.linalg.norm(np.diff(np.array(pts), axis=0), axis=1)
     assert np.allclose(steps, 1.0)  # arc length 0..7 in steps of 1; the corner (3, 0) is sample 4
     assert scribble_samples([(1, 2, 3)]) == [(1.0, 2.0, 3.0)]
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ({"objects": [{"name": "a", "points": 5}]}, "object 'a': \"points\" must be a list"),
+    ({"objects": [{"name": "a", "boxes": {"min": [1, 1, 1]}}]}, "object 'a': \"boxes\" must be a list"),
+    ({"objects": [{"name": "a", "scribbles": "x"}]}, "object 'a': \"scribbles\" must be a list"),
+    ({"objects": [{"name": "a", "points": [{"ijk": [1, 1, 1], "positive": "no"}]}]}, "must be true or false"),
+    ({"objects": [{"name": "a", "points": [{"ijk": [1, 1, 1], "label": True}]}]}, "label must be 1"),
+    ({"objects": [{"name": "a", "text": "liver", "index": "x"}]}, "whole slice number"),
+    ({"objects": [{"name": "a", "text": 7}]}, "non-empty string"),
+    ({"text": 5}, "top-level \"text\" must be a list"),
+    ({"text": [{"axis": "axial"}]}, "text prompt 1: text must be a non-empty string"),
+    ({"text": [{"text": "liver", "index": 2.5}]}, "whole slice number"),
+])
+def test_malformed_documents_are_input_errors_not_crashes(doc, needle):
+    """Every malformed entry is an InputError naming what is wrong (the CLI prints it on one line), never a
+    TypeError/KeyError/ValueError that the CLI would report as an internal error — and "positive": "no" is not
+    silently a positive click."""
+    with pytest.raises(InputError) as err:
+        parse_prompts(doc, _volume())
+    assert needle in str(err.value)
+
+
+def test_text_index_accepts_whole_numbers():
+    ps = parse_prompts({"objects": [{"name": "k", "text": "kidney", "index": 4.0}],
+                        "text": [{"text": "liver", "index": 3}]}, _volume())
+    assert ps.objects[0].text.index == 4 and isinstance(ps.objects[0].text.index, int)
+    assert ps.texts[0].index == 3

@@ -269,3 +269,134 @@ def test_contour_over_64k_stays_valid(tmp_path) -> None:
         assert dciodvfy_problems(rt) == []
     if HAVE_DRTDUMP:
         assert drtdump_problems(rt) == []
+
+
+# ------------------------------------------------------------------------------- review fixes
+def test_non_ascii_names_kept_exactly(tmp_path) -> None:
+    """Names outside the series' character set (ISO_IR 100 here) used to become '??'. Now UTF-8 is declared when
+    the copied patient/study values are ASCII (so they stay byte-identical: dcentvfy compares bytes), the series'
+    own set is kept when the names fit it, and otherwise the writer stops with a one-line error."""
+    from OncoSegLib.io.dicom_write import write_dicom_series
+    from OncoSegLib.io.geometries import example_volume
+
+    v = example_volume("prone", (4, 16, 16))
+    write_dicom_series(v, tmp_path / "ct")  # ASCII patient name, SpecificCharacterSet ISO_IR 100
+    lab = np.zeros(v.shape_kji, np.uint8)
+    lab[1:3, 2:6, 2:6] = 1
+    lab[2, 8:12, 8:12] = 2
+    names = ["Läsion", "肝臓"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydicom's "Failed to encode value" warning must not happen
+        write_rtstruct(lab, tmp_path / "ct", tmp_path / "rt.dcm", names=names)
+        write_seg(lab, tmp_path / "ct", tmp_path / "seg.dcm", names=names)
+    for f, seq, key in ((tmp_path / "rt.dcm", "StructureSetROISequence", "ROIName"),
+                        (tmp_path / "seg.dcm", "SegmentSequence", "SegmentLabel")):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        assert ds.SpecificCharacterSet == "ISO_IR 192"
+        assert [str(x[key].value) for x in ds[seq].value] == names
+        if HAVE_DCIODVFY:
+            assert [p for p in dciodvfy_problems(f) if p.startswith("Error")] == []
+        if HAVE_DCENTVFY:
+            assert dcentvfy_problems(v.metadata["files"], f) == []
+    assert [r.name for r in read_rtstruct(tmp_path / "rt.dcm", tmp_path / "ct")[1]] == names
+
+    # a Latin-1 patient name: Latin-1 ROI names keep ISO_IR 100, a CJK name is refused (no silent '??')
+    v2 = example_volume("prone", (4, 16, 16))
+    write_dicom_series(v2, tmp_path / "ct2", patient_name="Müller^Jürgen")
+    write_rtstruct(lab, tmp_path / "ct2", tmp_path / "rt2.dcm", names=["Läsion", "GTV"])
+    ds = pydicom.dcmread(tmp_path / "rt2.dcm")
+    assert ds.SpecificCharacterSet == "ISO_IR 100" and str(ds.PatientName) == "Müller^Jürgen"
+    if HAVE_DCENTVFY:
+        assert dcentvfy_problems(v2.metadata["files"], tmp_path / "rt2.dcm") == []
+    for writer in (write_rtstruct, write_seg):
+        with pytest.raises(InputError, match="character set"):
+            writer(lab, tmp_path / "ct2", tmp_path / "rt3.dcm", names=names)
+    assert not (tmp_path / "rt3.dcm").exists()
+
+
+def test_huge_and_float_label_values(oblique, tmp_path) -> None:
+    """Label values beyond 32 bits used to allocate a lookup table of that size in the SEG writer."""
+    tmp, vol, labels = oblique
+    big = labels.astype(np.int64)
+    big[labels == 2] = 2**40  # ascending order kept: 1 < 2**40 < 2**41 < 2**62
+    big[labels == 3] = 2**41
+    big[labels == 4] = 2**62
+    rt, seg = tmp_path / "rt.dcm", tmp_path / "seg.dcm"
+    write_rtstruct(big, tmp / "ct", rt, names=NAMES)
+    write_seg(big, tmp / "ct", seg, names=NAMES)
+    got_rt, _ = read_rtstruct(rt, tmp / "ct")
+    got_seg, _ = read_seg(seg, tmp / "ct")
+    for n in range(1, 5):  # ROI/segment n = n-th label in ascending order
+        assert dice(got_rt == n, labels == n) == 1.0
+        assert dice(got_seg == n, labels == n) == 1.0
+    as_float = labels.astype(np.float32)
+    write_seg(as_float, tmp / "ct", tmp_path / "f.dcm", names=NAMES)  # whole-number floats are labels
+    np.testing.assert_array_equal(read_seg(tmp_path / "f.dcm", tmp / "ct")[0], labels)
+    as_float[0, 0, 0] = np.nan
+    for writer in (write_rtstruct, write_seg):
+        with pytest.raises(InputError, match="NaN"):
+            writer(as_float, tmp / "ct", tmp_path / "x.dcm")
+        with pytest.raises(InputError, match="non-integer"):
+            writer(labels * 0.5, tmp / "ct", tmp_path / "x.dcm")
+    assert not (tmp_path / "x.dcm").exists()
+
+
+def test_uneven_series_contours_on_each_slice_but_no_volume_grid(tmp_path) -> None:
+    """A series with a missing slice: contours still sit on each slice's own plane (exact), while anything that
+    needs a regular grid (a NIfTI label map, ``ReferenceSeries.volume``) refuses instead of using a mean step."""
+    from OncoSegLib.export.reference import load_reference
+    from OncoSegLib.io.dicom_write import write_dicom_series
+    from OncoSegLib.io.geometries import example_volume
+
+    v = example_volume("oblique", (8, 24, 24))
+    write_dicom_series(v, tmp_path / "ct")
+    Path(v.metadata["files"][5]).unlink()
+    ref = load_reference(tmp_path / "ct")
+    lab = np.zeros(ref.shape_kji, np.uint8)
+    lab[1:6, 5:15, 6:18] = 1
+    write_rtstruct(lab, ref, tmp_path / "rt.dcm", names=["box"])
+    np.testing.assert_array_equal(read_rtstruct(tmp_path / "rt.dcm", tmp_path / "ct")[0], lab)
+    ds = pydicom.dcmread(tmp_path / "rt.dcm")
+    planes = {}
+    for f in ref.files:  # plane of every remaining file, read independently
+        h = pydicom.dcmread(f, stop_before_pixels=True)
+        iop = np.array([float(x) for x in h.ImageOrientationPatient])
+        planes[str(h.SOPInstanceUID)] = (np.array([float(x) for x in h.ImagePositionPatient]),
+                                         np.cross(iop[:3], iop[3:]))
+    for item in ds.ROIContourSequence[0].ContourSequence:
+        ipp, normal = planes[str(item.ContourImageSequence[0].ReferencedSOPInstanceUID)]
+        pts = np.array([float(x) for x in item.ContourData]).reshape(-1, 3)
+        assert np.abs((pts - ipp) @ normal).max() < 1e-3
+    with pytest.raises(InputError, match="missing 1 slice"):
+        ref.volume()
+
+
+def test_volume_whose_k_runs_against_the_normal(tmp_path) -> None:
+    """A Volume written with k = -(row x column) (left-handed grid) is a valid reference in its own k order."""
+    from OncoSegLib.io.dicom_write import write_dicom_series
+    from OncoSegLib.io.geometries import example_volume
+
+    v = example_volume("reversed_k", (6, 20, 20))
+    write_dicom_series(v, tmp_path / "ct")
+    lab = np.zeros(v.shape_kji, np.uint8)
+    lab[1:3, 4:9, 5:12] = 1  # near k = 0 of the volume = the last slice along the normal
+    write_rtstruct(lab, v, tmp_path / "rt.dcm")
+    back = read_rtstruct(tmp_path / "rt.dcm", v)[0]
+    np.testing.assert_array_equal(back, lab)
+    # read on the folder (k ascending along the normal) the slices come back in the other order
+    np.testing.assert_array_equal(read_rtstruct(tmp_path / "rt.dcm", tmp_path / "ct")[0], lab[::-1])
+
+
+def test_series_copied_twice_is_a_valid_reference(tmp_path) -> None:
+    import shutil
+
+    from OncoSegLib.io.dicom_write import write_dicom_series
+    from OncoSegLib.io.geometries import example_volume
+
+    v = example_volume("head_first", (4, 16, 16))
+    write_dicom_series(v, tmp_path / "ct" / "a")
+    shutil.copytree(tmp_path / "ct" / "a", tmp_path / "ct" / "b")
+    lab = np.zeros(v.shape_kji, np.uint8)
+    lab[1:3, 3:9, 3:9] = 1
+    write_rtstruct(lab, tmp_path / "ct", tmp_path / "rt.dcm")  # used to fail: "slices at the same position"
+    np.testing.assert_array_equal(read_rtstruct(tmp_path / "rt.dcm", tmp_path / "ct")[0], lab)

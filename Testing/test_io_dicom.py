@@ -363,3 +363,78 @@ def test_real_scanner_file_matches_simpleitk(tmp_path: Path) -> None:
     np.testing.assert_allclose(vol.origin, ref.GetOrigin(), atol=1e-6)
     np.testing.assert_allclose(vol.direction, np.array(ref.GetDirection()).reshape(3, 3), atol=1e-6)
     assert vol.metadata["files"] == [str(dst)] and vol.metadata["duplicate_files_skipped"] == 1
+
+
+# ------------------------------------------------------------------------------------------ header-only reader
+@pytest.mark.parametrize("name,reverse", [("feet_first", True), ("oblique", False), ("non_square_anisotropic", True),
+                                          ("prone", True)])
+def test_header_reader_matches_simpleitk_and_pixel_reader(tmp_path: Path, name: str, reverse: bool) -> None:
+    from OncoSegLib.io.dicom_series import read_series_headers
+
+    truth = example_volume(name, example_shape(name, 5), seed=4)
+    write_dicom_series(truth, tmp_path / "s", reverse_order=reverse)
+    h = read_series_headers(tmp_path / "s")
+    vol = read_dicom_series(tmp_path / "s")
+    _, spacing, origin, direction = sitk_read_series(tmp_path / "s")  # independent oracle for the geometry
+    np.testing.assert_allclose(h.positions[0], origin, atol=1e-6)
+    np.testing.assert_allclose(np.column_stack([h.row_dir, h.col_dir, h.normal]), direction, atol=1e-6)
+    np.testing.assert_allclose([*h.spacing_ij, h.regular_step()], spacing, atol=1e-6)
+    assert h.shape_kji == vol.shape_kji
+    assert [str(f) for f in h.files] == vol.metadata["files"]
+    assert [str(d.SOPInstanceUID) for d in h.headers] == vol.metadata["sop_instance_uids"]
+    assert all("PixelData" not in d for d in h.headers)
+    # a list of files in any order gives the same k order; sort=False keeps the given order
+    shuffled = list(reversed(vol.metadata["files"]))
+    assert [str(f) for f in read_series_headers(shuffled).files] == vol.metadata["files"]
+    assert [str(f) for f in read_series_headers(shuffled, sort=False).files] == shuffled
+
+
+def test_header_reader_refuses_what_the_pixel_reader_refuses(tmp_path: Path) -> None:
+    """A damaged header in the series folder used to be dropped silently by the export side (a slice went
+    missing from the reference); both readers now stop with the same one-line error."""
+    from OncoSegLib.io.dicom_series import read_series_headers
+
+    v = _write(tmp_path, "head_first", 4)
+    bad = Path(v.metadata["files"][2])
+    bad.write_bytes(bad.read_bytes()[:132] + b"\xff" * 64 + b"\x00\x01garbage" * 20)
+    for reader in (read_dicom_series, read_series_headers):
+        with pytest.raises(InputError, match="corrupt or unreadable") as err:
+            reader(tmp_path)
+        assert bad.name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_header_reader_keeps_uneven_series_but_regular_step_refuses(tmp_path: Path) -> None:
+    from OncoSegLib.io.dicom_series import read_series_headers
+
+    v = _write(tmp_path, "head_first", 6)
+    Path(v.metadata["files"][3]).unlink()
+    h = read_series_headers(tmp_path)  # every remaining slice keeps its own position: fine for contours
+    assert h.shape_kji[0] == 5
+    with pytest.raises(InputError, match=r"missing 1 slice"):
+        h.regular_step()
+
+
+def test_series_copied_twice_reads_once(tmp_path: Path) -> None:
+    from OncoSegLib.io.dicom_series import read_series_headers
+
+    v = _write(tmp_path / "a", "oblique", 4)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    h = read_series_headers(tmp_path)
+    assert h.shape_kji[0] == 4 and h.duplicate_files_skipped == 4
+    assert read_dicom_series(tmp_path).shape_kji == v.shape_kji
+
+
+def test_unreadable_file_is_a_one_line_error(tmp_path: Path, monkeypatch) -> None:
+    """A file without read permission (simulated: the tests may run as root) names the file and the reason."""
+    v = _write(tmp_path, "head_first", 3)
+    locked = Path(v.metadata["files"][1])
+    real = pydicom.dcmread
+
+    def dcmread(fp, *a, **kw):
+        if Path(fp) == locked:
+            raise PermissionError(13, "Permission denied", str(fp))
+        return real(fp, *a, **kw)
+
+    monkeypatch.setattr(pydicom, "dcmread", dcmread)
+    with pytest.raises(InputError, match=r"unreadable.*CT0002\.dcm.*permission denied"):
+        read_dicom_series(tmp_path)

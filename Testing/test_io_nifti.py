@@ -121,3 +121,32 @@ def test_bad_files(tmp_path: Path) -> None:
         read_nifti(tmp_path / "x.nii.gz")
     with pytest.raises(InputError, match="not found"):
         read_nifti(tmp_path / "none.nii")
+
+
+def test_int64_labels_beyond_32_bits_round_trip(tmp_path: Path) -> None:
+    """nibabel refuses int64 data unless asked; labels that do not fit 32 bits are stored as NIfTI int64."""
+    v = example_volume("oblique", (3, 5, 4))
+    lab = np.zeros(v.shape_kji, np.int64)
+    lab[1, 2, 1] = 2**40 + 3
+    lab[2, 0, 0] = 7
+    write_nifti(v.with_array(lab), tmp_path / "l.nii.gz")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "l.nii.gz"))), lab)
+    np.testing.assert_array_equal(read_nifti(tmp_path / "l.nii.gz").array, lab)
+    small = v.with_array(lab.clip(max=100))
+    write_nifti(small, tmp_path / "s.nii.gz")
+    assert nib.load(str(tmp_path / "s.nii.gz")).get_data_dtype() == np.int32  # still narrowed when it fits
+
+
+def test_unwritable_output_is_input_error(tmp_path: Path) -> None:
+    from OncoSegLib.io.atomic import OutputPathError
+
+    v = example_volume("head_first", (2, 4, 4))
+    (tmp_path / "file").write_bytes(b"x")
+    for target in (tmp_path / "file" / "v.nii.gz", tmp_path / "dir.nii.gz"):
+        if target.name == "dir.nii.gz":
+            target.mkdir()
+        with pytest.raises(InputError, match="folder|cannot write") as err:
+            write_nifti(v, target)
+        if target.name != "dir.nii.gz":
+            assert isinstance(err.value, OutputPathError) and isinstance(err.value, OSError)
+    assert (tmp_path / "file").read_bytes() == b"x"

@@ -221,3 +221,19 @@ def test_label_map_input_checks():
     assert res[4]["dice"] == 1.0 and res[4]["nsd"] == 1.0 and res[4]["hd95"] == 0.0
     with pytest.raises(InputError, match="tolerance"):
         M.nsd(np.ones((2, 2)), np.ones((2, 2)), (1, 1), -1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int16, np.int32, np.int64, np.uint64, np.float32])
+def test_unique_labels_matches_numpy(dtype):
+    from OncoSegLib.io.labels import MAX_COUNT_RANGE, unique_labels
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5, (4, 6, 7))
+    if dtype in (np.int16, np.int32, np.int64):
+        a = a - 2  # negative values too
+    a = a.astype(dtype)
+    np.testing.assert_array_equal(unique_labels(a), np.unique(a))
+    if dtype in (np.int64, np.uint64):
+        a[0, 0, 0] = MAX_COUNT_RANGE * 4  # a wide range falls back on sorting
+        np.testing.assert_array_equal(unique_labels(a), np.unique(a))
+    assert unique_labels(np.zeros(0, dtype)).size == 0

@@ -95,3 +95,48 @@ def test_recist_in_label_map_evaluation():
     res = M.evaluate_label_maps(pred, gt, spacing_ijk=(0.5, 1.0, 2.0))[1]
     assert res["recist_long_mm"] == pytest.approx(math.hypot(12 * 0.5, 6 * 1.0))
     assert res["recist_gt_long_mm"] == pytest.approx(math.hypot(12 * 0.5, 8 * 1.0))
+
+
+def _box_volumes():
+    """One 30 (L-R) x 20 (A-P) x 12 (S-I) mm box stored axially and sagittally (same physical object)."""
+    from OncoSegLib.io.volume import Volume
+
+    axial = np.zeros((10, 30, 40), np.uint8)  # (K = S-I at 2 mm, J = A-P at 1 mm, I = L-R at 1 mm)
+    axial[2:8, 5:25, 4:34] = 1
+    ax = Volume(axial, spacing=(1.0, 1.0, 2.0))
+    sag_dir = np.array([[0, 1, 0], [0, 0, -1], [-1, 0, 0]], float).T  # i -> P, j -> I, k -> R
+    sagittal = np.zeros((40, 10, 30), np.uint8)  # (K = L-R at 1 mm, J = S-I at 2 mm, I = A-P at 1 mm)
+    sagittal[4:34, 2:8, 5:25] = 1
+    sag = Volume(sagittal, spacing=(1.0, 2.0, 1.0), direction=sag_dir)
+    return ax, sag
+
+
+def test_recist_is_axial_whatever_the_acquisition_plane():
+    """RECIST measures in the axial plane: for a sagittal volume the k slices are sagittal, and the old code
+    measured those (20 x 12 mm here) instead of the axial 30 x 20 mm cross-section."""
+    ax, sag = _box_volumes()
+    expected = math.hypot(30.0, 20.0)  # diagonal of the axial cross-section, exact on pixel corners
+    assert M.axial_array_axis(ax.direction) == 0 and M.axial_array_axis(sag.direction) == 1
+    for vol in (ax, sag):
+        r = M.recist(vol)
+        assert r.long_axis_mm == pytest.approx(expected, rel=1e-12)
+        assert r.short_axis_mm == pytest.approx(20.0 * expected / 30.0, rel=1e-9)
+        lps = vol.ijk_to_lps_points(r.long_axis_ijk)  # end points map to one axial plane (same S)
+        assert abs(lps[0, 2] - lps[1, 2]) < 1e-9
+        assert np.linalg.norm(lps[1] - lps[0]) == pytest.approx(expected, rel=1e-12)
+    assert M.recist(sag.array, spacing_ijk=sag.spacing).long_axis_mm == pytest.approx(math.hypot(20.0, 12.0))
+    res = M.evaluate_label_maps(sag, sag)[1]
+    assert res["recist_long_mm"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_cli_recist_on_sagittal_nifti(tmp_path, capsys):
+    import json
+
+    from OncoSegLib.cli import main
+    from OncoSegLib.io.nifti import write_nifti
+
+    _, sag = _box_volumes()
+    write_nifti(sag, tmp_path / "sag.nii.gz")
+    assert main(["metrics", str(tmp_path / "sag.nii.gz"), str(tmp_path / "sag.nii.gz"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["labels"]["1"]
+    assert row["recist_long_mm"] == pytest.approx(math.hypot(30.0, 20.0), rel=1e-6)

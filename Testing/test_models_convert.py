@@ -2,7 +2,8 @@
 transformers layout.
 
 Oracles: (1) the real key list + shapes of Meta's SAM3 video model (facebookresearch/sam3 @ 99d02f2, recorded in
-``Testing/data/sam3_meta_keys.tsv.gz`` by ``Testing/data/make_sam3_meta_keys.py``) against transformers'
+``Testing/data/sam3_meta_keys.tsv.gz``: key names and shapes of ``build_sam3_video_model()``'s state dict, read
+once from Meta's public model) against transformers'
 ``Sam3VideoModel`` built on the meta device; (2) an inverse mapping (transformers -> Meta) written here by hand from
 the mapping tables of transformers' conversion scripts, applied to a tiny model, converted back and compared key for
 key and output for output (tracker masks, detector logits, video-tracker propagation); (3) LoRA deltas applied by
@@ -22,7 +23,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from OncoSegLib.errors import ModelError
-from OncoSegLib.models.convert_meta import convert_checkpoint_to_folder, convert_with_lora
+from OncoSegLib.models.convert_meta import (
+    convert_checkpoint_to_folder,
+    convert_with_lora,
+    default_config_if_full_size,
+)
 from OncoSegLib.models.loading import load_bundle
 from OncoSegLib.models.tiny import save_tiny_checkpoint
 
@@ -268,20 +273,20 @@ def ref(tmp_path_factory):
 
 
 def outputs(bundle) -> dict[str, torch.Tensor]:
-    """Tracker masks + IoU (point and box), detector logits + presence + masks (text), video masks on 3 frames."""
+    """Tracker masks + IoU (point and box), detector logits + presence + masks (text), video masks on 2 frames."""
     from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
         Sam3TrackerVideoInferenceSession,
     )
 
     g = torch.Generator().manual_seed(1)
-    frames = torch.rand(3, 3, S, S, generator=g) * 2 - 1
+    frames = torch.rand(2, 3, S, S, generator=g) * 2 - 1
     res: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         emb = bundle.tracker.get_image_embeddings(frames[:1])
         out = bundle.tracker(image_embeddings=emb, input_points=torch.tensor([[[[40.0, 60.0]]]]),
                              input_labels=torch.tensor([[[1]]]), multimask_output=False)
         res["tracker_point_masks"], res["tracker_iou"] = out.pred_masks, out.iou_scores
-        out = bundle.tracker(pixel_values=frames[1:2], input_boxes=torch.tensor([[[20.0, 30.0, 90.0, 80.0]]]),
+        out = bundle.tracker(image_embeddings=emb, input_boxes=torch.tensor([[[20.0, 30.0, 90.0, 80.0]]]),
                              multimask_output=False)
         res["tracker_box_masks"] = out.pred_masks
         tok = bundle.tokenize(["liver tumor"])
@@ -331,6 +336,10 @@ def test_real_meta_key_list_converts_to_the_transformers_layout():
     assert {k: s for k, s in got.items() if s != expected[k]} == {}
     assert not deltas and len(report.dropped) == 32 + 6  # 32 RoPE tables + 6 geometry point projections
     assert all("freqs_cis" in k or "points_" in k for k in report.dropped)
+    cfg = default_config_if_full_size(converted)  # a complete sam3.pt converts without a config.json beside it
+    assert cfg is not None and cfg["model_type"] == "sam3_video"
+    converted.pop(next(iter(converted)))
+    assert default_config_if_full_size(converted) is None
 
 
 def test_meta_checkpoint_round_trip_all_components(ref, tmp_path):

@@ -126,7 +126,8 @@ def test_cancel_keeps_partial_results():
 
     res = s.propagate(None, method="centroid", progress=progress, cancel=tok)
     assert res.cancelled and res.processed == [12, 13, 14]
-    assert seen[-1][0] == 3 and seen[0][1] == sum(1 for _ in seen) + (seen[0][1] - 3)
+    # progress counts slices: 3 done out of every non-anchor slice of both objects (one anchor each, 24 slices)
+    assert [d for d, _ in seen] == [1, 2, 3] and {t for _, t in seen} == {2 * (SHAPE[0] - 1)}
     m = s.result(oa)
     assert [k for k in range(24) if m[k].any()] == [11, 12, 13, 14]  # partial result kept
     assert dice(m[12:15], a[12:15]) > 0.9
@@ -211,3 +212,114 @@ def test_memory_equals_stock_video_propagation_and_stays_bounded():
         assert mine.presence == pytest.approx(presence, abs=1e-4)
         assert np.array_equal(mine.mask, expect)
     assert Sam3Predictor  # imported for clarity of what the session wraps
+
+
+def test_propagate_all_skips_objects_without_prompts():
+    """`propagate(None)` (the CLI's --propagate) must not fail because one object holds nothing (a text prompt that
+    found no instance); asking for that object alone is still an error."""
+    a, _ = _two_objects()
+    s = SegmentationSession(RegionPredictor(), cache_mb=64)
+    s.set_volume(ct_volume([a], SHAPE), modality="ct")
+    empty, o = s.add_object("nothing found"), s.add_object("a")
+    s.add_point(o, (14, 12, 11))
+    res = s.propagate(None, method="centroid")
+    assert res.skipped == [empty] and res.objects == [o]
+    assert dice(s.result(o), a) > 0.9 and not s.result(empty).any()
+    with pytest.raises(InputError, match="no prompt"):
+        s.propagate(empty, method="centroid")
+    s2 = SegmentationSession(RegionPredictor(), cache_mb=64)
+    s2.set_volume(ct_volume([a], SHAPE), modality="ct")
+    s2.add_object("x")
+    with pytest.raises(InputError, match="no object has a prompt"):
+        s2.propagate(None, method="centroid")
+
+
+def test_undo_record_of_a_propagation_stores_no_empty_planes():
+    """A long propagation into empty slices must not keep one packed plane per slice in the undo history
+    (50 steps x 500 slices x 512^2 / 8 bytes would be 800 MB); undo still restores every slice exactly."""
+    a, _ = _two_objects()
+    s = SegmentationSession(RegionPredictor(), cache_mb=64)
+    s.set_volume(ct_volume([a], SHAPE), modality="ct")
+    o = s.add_object("a")
+    s.add_point(o, (14, 12, 11))
+    before = s.result(o)
+    res = s.propagate(o, method="centroid")
+    after = s.result(o)
+    written = [k for k in range(SHAPE[0]) if after[k].any() and k != 11]  # the slices the run filled
+    assert len(written) > 10
+    act = s._undo[-1]
+    assert sorted(r.index for _, r, _ in act.planes) == written and all(p is None for _, _, p in act.planes)
+    s.add_point(o, (14, 12, 14))  # refine a propagated (non-empty) slice: that plane is stored
+    assert [p is None for _, _, p in s._undo[-1].planes][0] is False
+    assert s.undo() and np.array_equal(s.result(o), after)
+    assert s.undo() and np.array_equal(s.result(o), before)
+
+
+def test_gui_thread_reads_while_a_worker_propagates():
+    """Driven from a worker thread, the session serves reads (result, label_map, confidence, objects) from another
+    thread during a propagation: they do not wait for the whole run and they see the slices finished so far."""
+    import threading
+
+    a, _ = _two_objects()
+
+    class Gated(RegionPredictor):
+        def __init__(self):
+            super().__init__()
+            self.reached, self.go = threading.Event(), threading.Event()
+
+        def predict(self, *args, **kw):
+            if len(self.calls) == 4:  # the click + 3 propagated slices are done
+                self.reached.set()
+                self.go.wait(30)
+            return super().predict(*args, **kw)
+
+    stub = Gated()
+    s = SegmentationSession(stub, cache_mb=64)
+    s.set_volume(ct_volume([a], SHAPE), modality="ct")
+    o = s.add_object("a")
+    s.add_point(o, (14, 12, 11))
+    errors = []
+    worker = threading.Thread(target=lambda: errors.append(s.propagate(o, method="centroid", direction="forward")))
+    worker.start()
+    try:
+        assert stub.reached.wait(30)
+        partial = s.result(o)  # would block until the worker finished if reads took the edit lock
+        lm = s.label_map()
+        conf = s.confidence(o)
+        names = s.objects
+        assert not stub.go.is_set() and worker.is_alive()  # read while the worker was still mid-propagation
+        assert [k for k in range(SHAPE[0]) if partial[k].any()] == [11, 12, 13, 14]
+        assert np.array_equal(lm == 1, partial) and conf.slices == 4 and names == {o: "a"}
+    finally:
+        stub.go.set()
+        worker.join(60)
+    assert not worker.is_alive() and s.result(o)[15:].any()
+
+
+def test_memory_propagation_runs_under_the_predictors_autocast_and_decoder_setting(monkeypatch):
+    """bf16 autocast (always on CUDA, optional on CPU) and the predictor's dynamic-multimask choice also apply to the
+    video tracker during memory propagation; the shared bundle's flag is restored afterwards."""
+    from OncoSegLib.models.predictor import Sam3Predictor
+    from OncoSegLib.models.tiny import tiny_bundle
+
+    bundle = tiny_bundle(seed=0, text=False)
+    bundle.video.mask_decoder.dynamic_multimask_via_stability = True
+    seen = []
+    real = bundle.video.forward
+
+    def spy(*args, **kw):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
+                     bundle.video.mask_decoder.dynamic_multimask_via_stability))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bundle.video, "forward", spy)
+    shape = (6, 28, 36)
+    vol = ct_volume([ellipsoid(shape, (18, 14, 3), (8, 7, 9))], shape)
+    s = SegmentationSession(Sam3Predictor(bundle, cpu_bf16=True), cache_mb=64)
+    s.set_volume(vol, modality="ct")
+    o = s.add_object("a")
+    s.add_mask(o, vol.array[2] > 0, index=2)
+    res = s.propagate(o, method="memory", min_area=0)
+    assert len(res.processed) == 5 and len(seen) == 2 + 5  # one anchor run per chain + one call per slice
+    assert all(on and dt == torch.bfloat16 and flag is False for on, dt, flag in seen)
+    assert bundle.video.mask_decoder.dynamic_multimask_via_stability is True

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     labels_out = Path(args.labels_out) if args.labels_out else None
     if labels_out is not None:
         _check_output(labels_out, args.overwrite, "--labels-out")
+        if labels_out.resolve() == out.resolve() or (src.exists() and labels_out.resolve() == src.resolve()):
+            raise InputError("--labels-out must differ from INPUT and OUTPUT", "choose another file name")
 
     volume = load_volume(src, series_uid=args.series)
     gts = volume.metadata.get("gts")

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} already exists", "choose another --out or pass --overwrite")
     src = Path(args.input)
+    if src.is_dir():
+        raise InputError(f"{src} is a folder", f"pass the {args.format.upper()} file itself")
     if not src.is_file():
         raise InputError(f"file not found: {src}")
     ref = load_reference(args.dicom, args.series)

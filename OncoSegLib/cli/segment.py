@@ -24,7 +24,9 @@ def register(subparsers: Any) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", help="input image: NIfTI file, DICOM folder, PNG/JPEG or NPZ")
     p.add_argument("--prompts", required=True, help="prompts JSON (see docs/prompts.md)")
-    p.add_argument("--model", default="latest", help="registry name (oncoseg models list) or a model folder/file")
+    p.add_argument("--model", default=None,
+                   help="registry name (oncoseg models list) or a model folder/file; default: the manifest's model "
+                        "for the image's modality (--modality, else detected)")
     p.add_argument("--out", required=True, help="output label map (.nii or .nii.gz)")
     p.add_argument("--propagate", action="store_true", help="propagate every object through the volume")
     p.add_argument("--method", choices=METHODS, default="memory", help="propagation method (default: memory)")
@@ -37,6 +39,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--adapter", default=None, help="LoRA adapter folder applied on top of the model")
     p.add_argument("--score-threshold", type=float, default=0.5, help="minimum text-instance score (0..1)")
     p.add_argument("--cache-mb", type=float, default=1024.0, help="embedding cache cap in MiB")
+    p.add_argument("--cpu-bf16", action="store_true",
+                   help="bf16 autocast on the CPU (~1.8x faster encoder, cosine 0.9998 to fp32); CUDA always uses it")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
@@ -57,10 +61,16 @@ def run(args: argparse.Namespace) -> int:
     from OncoSegLib.io.nifti import write_nifti
     from OncoSegLib.prompts import load_prompts
     from OncoSegLib.session import SegmentationSession
+    from OncoSegLib.slicing import AXES
 
     out = Path(args.out)
     if not (out.name.endswith(".nii.gz") or out.name.endswith(".nii")):
         raise InputError(f"--out {out} must end in .nii or .nii.gz")
+    if not args.cache_mb >= 0:
+        raise InputError(f"--cache-mb must be 0 or more, got {args.cache_mb:g}", "e.g. --cache-mb 1024")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise InputError(f"--score-threshold must be between 0 and 1, got {args.score_threshold:g}",
+                         "instance scores are sigmoid(logit) x sigmoid(presence), e.g. 0.5")
     side = sidecar_path(out)
     if not args.overwrite:
         for f in (out, side):
@@ -76,14 +86,23 @@ def run(args: argparse.Namespace) -> int:
 
     from OncoSegLib.models.loading import load_bundle
 
+    model = args.model
+    if model is None:  # per-modality routing (manifest), the user's --model overrides it
+        from OncoSegLib.models.registry import model_for_modality
+        from OncoSegLib.modality import detect_modality
+        from OncoSegLib.preprocessing import canonical_modality
+
+        modality = canonical_modality(args.modality) if args.modality else detect_modality(volume).modality
+        model = model_for_modality(modality)
+        say(f"model for {modality}: {model} (manifest routing; choose another with --model)")
     components = ["tracker"]
     if args.propagate and args.method == "memory":
         components.append("video")
     if prompts.texts or any(o.text for o in prompts.objects):
         components.append("detector")
-    say(f"loading model {args.model} ...")
-    bundle = load_bundle(args.model, device=args.device, components=components, adapter=args.adapter)
-    session = SegmentationSession(bundle, cache_mb=args.cache_mb)
+    say(f"loading model {model} ...")
+    bundle = load_bundle(model, device=args.device, components=components, adapter=args.adapter)
+    session = SegmentationSession(bundle, cache_mb=args.cache_mb, cpu_bf16=args.cpu_bf16)
     session.set_volume(volume, modality=args.modality, window=tuple(args.window) if args.window else None)
     say(f"modality: {session.modality} ({session.modality_reason})")
 
@@ -109,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
         say(f"text {tp.text!r}: {len(found)} instance(s)")
 
     prop: dict[str, Any] | None = None
-    if args.propagate and session.objects:
+    has_prompts = any(session.anchors(oid, ax) for oid in session.objects for ax in AXES)
+    if args.propagate and not has_prompts:
+        say("nothing to propagate: no object holds a prompt (text prompts found no instance)")
+    if args.propagate and has_prompts:
         last = [-1]
 
         def progress(done: int, total: int, message: str) -> None:
@@ -119,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
                 say(f"propagating: {done}/{total} slices")
 
         res = session.propagate(None, direction=args.direction, method=args.method, progress=progress)
+        for oid in res.skipped:
+            say(f"object {session.objects.get(oid)!r}: nothing to propagate (no prompt and no text instance)")
         prop = {"method": args.method, "direction": args.direction, "slices": len(res.processed),
                 "stopped": {f"{session.objects.get(k[0], k[0])}|anchor {k[1]}|{'+' if k[2] > 0 else '-'}": v
                             for k, v in res.stopped.items()}}
@@ -134,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                         "presence": round(conf.presence, 4), "low_confidence": conf.low})
     meta = {"labels": {str(k): v for k, v in names.items()}, "objects": objects,
             "modality": session.modality, "modality_reason": session.modality_reason,
-            "model": getattr(bundle, "name", str(args.model)), "model_source": str(args.model),
+            "model": getattr(bundle, "name", str(model)), "model_source": str(model),
             "propagation": prop, "image": str(args.image)}
     write_nifti(volume.with_array(labels, modality=None), out)
     atomic_write_text(side, json.dumps(meta, indent=2))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from OncoSegLib.errors import InputError
+from OncoSegLib.io.labels import integer_labels
 from OncoSegLib.io.volume import Volume
 
 __all__ = ["array_index_to_lps", "place_on_grid", "integer_labels", "conform_labelmap", "read_labelmap",
@@ -81,27 +82,6 @@ def place_on_grid(array: np.ndarray, index_to_lps: np.ndarray, ref: Volume, requ
     out = np.zeros(shape_ref, dtype=a.dtype)
     out[lo[0]:lo[0] + b.shape[0], lo[1]:lo[1] + b.shape[1], lo[2]:lo[2] + b.shape[2]] = b
     return out
-
-
-def integer_labels(array: np.ndarray) -> np.ndarray:
-    """``array`` as integer labels: integer/bool arrays unchanged, float arrays holding whole numbers cast exactly.
-
-    Raises InputError (one line) for NaN/inf, fractional values (probabilities) or whole numbers beyond 2**53
-    (not exactly representable as float, so not trustworthy as labels).
-    """
-    a = np.asarray(array)
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
-        return a
-    if not np.issubdtype(a.dtype, np.floating):
-        raise InputError(f"the label map has data type {a.dtype}", "pass an integer label map (0 = background)")
-    if a.size and not np.all(np.isfinite(a)):
-        raise InputError("the label map holds NaN or infinite values", "pass an integer label map (0 = background)")
-    if not np.all(np.mod(a, 1) == 0):
-        raise InputError("the label map holds non-integer values", "pass an integer label map (0 = background)")
-    if a.size and float(np.max(np.abs(a))) > 2.0 ** 53:
-        raise InputError(f"the label map holds values up to {float(np.max(np.abs(a))):g}, too large to be labels",
-                         "renumber the labels (1, 2, 3, ...)")
-    return a.astype(np.int64)
 
 
 def conform_labelmap(label_volume: Volume, ref: Volume) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from OncoSegLib.errors import InputError
+from OncoSegLib.io.labels import unique_labels
 
 __all__ = ["RoiSpec", "RT_ROI_TYPES", "make_roi_specs", "parse_color", "DEFAULT_COLORS", "character_set_for"]
 
@@ -91,33 +92,46 @@ def parse_color(text: str) -> tuple[int, int, int]:
     raise InputError(f"cannot read colour {text!r}", "write colours as #RRGGBB or R:G:B (0-255)")
 
 
-def character_set_for(texts: Sequence[str], source: str | Sequence[str] | None) -> str | list[str] | None:
-    """The SpecificCharacterSet to write: the source series' one when every text encodes in it, else UTF-8.
+def character_set_for(texts: Sequence[str], source: str | Sequence[str] | None,
+                      copied: Sequence[str] = ()) -> str | list[str] | None:
+    """The SpecificCharacterSet to write: the source series' one when every new text encodes in it, else UTF-8.
 
-    ``texts`` are the strings we add (ROI/segment names, descriptions, labels); ``source`` is the series'
-    SpecificCharacterSet (None/empty = the default repertoire, ASCII). Returns ``source`` unchanged when it
-    suffices, else ``"ISO_IR 192"`` (UTF-8), so that a name such as "Läsion" or "肝臓" is never replaced by "?".
-    Patient/study values copied from the series are re-encoded by pydicom in the returned set.
+    Args:
+        texts: the strings we add (ROI/segment names, descriptions, labels).
+        source: the series' SpecificCharacterSet (None/empty = the default repertoire, ASCII).
+        copied: the text values copied from the series (patient and study attributes).
+
+    Returns ``source`` unchanged when it holds every text; else ``"ISO_IR 192"`` (UTF-8), so that a name such as
+    "肝臓" is never written as "??" - but only when every copied value is ASCII, so that the patient and study
+    attributes stay byte-identical to the series' (validators such as dcentvfy and planning systems compare
+    them byte for byte).
+
+    Raises:
+        InputError: a text needs another character set while the copied patient/study values are not ASCII.
     """
     from pydicom.charset import convert_encodings
 
-    values = [source] if isinstance(source, str) else list(source or [])
+    values = [source] if isinstance(source, str) else [str(v) for v in (source or [])]
     try:
         codecs = convert_encodings(values or ["ISO_IR 6"])
-    except Exception:  # noqa: BLE001 - an unknown set: fall back to UTF-8, which holds everything
-        return "ISO_IR 192"
-    single_byte = len(codecs) == 1  # with code extensions (ISO 2022) we do not second-guess: use UTF-8 if needed
+    except Exception:  # noqa: BLE001 - an unknown character set: only ASCII is safe
+        codecs = ["ascii"]
+    codec = codecs[0] if len(codecs) == 1 else "ascii"  # with ISO 2022 code extensions only ASCII is plain
+    bad = None
     for t in texts:
-        if not t:
-            continue
         try:
-            if not single_byte:
-                t.encode("ascii")
-            else:
-                t.encode(codecs[0])
+            (t or "").encode(codec)
         except (UnicodeEncodeError, LookupError):
-            return "ISO_IR 192"
-    return source if source else None
+            bad = t
+            break
+    if bad is None:
+        return source if source else None
+    if all(str(v).isascii() for v in copied):
+        return "ISO_IR 192"
+    shown = "\\".join(values) or "default (ASCII)"
+    raise InputError(f"the name {bad!r} cannot be written in the series' character set ({shown}) without "
+                     "re-encoding the copied patient attributes",
+                     "use names made of characters of that set (e.g. Latin letters)")
 
 
 def make_roi_specs(labels: np.ndarray, rois: Sequence[RoiSpec] | None = None,
@@ -139,7 +153,7 @@ def make_roi_specs(labels: np.ndarray, rois: Sequence[RoiSpec] | None = None,
                 raise InputError("all masks are empty (no non-zero voxel)", "nothing to export")
             present = list(range(1, int(np.shape(labels)[0]) + 1))
         else:
-            present = [int(v) for v in np.unique(labels) if v != 0]
+            present = [int(v) for v in unique_labels(labels) if v != 0]
         if not present:
             raise InputError("the label map is empty (no non-zero voxel)", "nothing to export")
         rois = [RoiSpec(label=v, name="") for v in present]

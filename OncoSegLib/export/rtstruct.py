@@ -40,6 +40,7 @@ from OncoSegLib.export.contours import rasterize_slice, trace_slice
 from OncoSegLib.export.reference import ReferenceSeries, load_reference
 from OncoSegLib.export.roi import RoiSpec, character_set_for, make_roi_specs
 from OncoSegLib.io.atomic import atomic_path
+from OncoSegLib.io.labels import integer_labels
 from OncoSegLib.io.volume import Volume
 
 __all__ = ["write_rtstruct", "read_rtstruct", "read_rtstruct_masks", "RoiSpec", "RT_STRUCTURE_SET_STORAGE"]
@@ -93,13 +94,23 @@ def _raw_ds(tag: Tag, data: bytes) -> RawDataElement:
 
 def _sop_common(ds: Dataset, ref: ReferenceSeries, sop_uid: str, now: _dt.datetime,
                 texts: Sequence[str] = ()) -> None:
-    charset = character_set_for(texts, ref.first.get("SpecificCharacterSet"))
+    charset = character_set_for(texts, ref.first.get("SpecificCharacterSet"), copied_texts(ref.first))
     if charset:
         ds.SpecificCharacterSet = charset
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = now.strftime("%H%M%S")
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = sop_uid
+
+
+def copied_texts(src: Dataset) -> list[str]:
+    """Text values of the patient/study attributes an RTSTRUCT or SEG copies from ``src`` (character set check)."""
+    out = []
+    for kw in _PATIENT_ATTRS + _STUDY_ATTRS:
+        if kw in src and src[kw].VR in ("PN", "LO", "SH", "LT", "ST", "UT", "UC", "CS", "AS"):
+            v = src[kw].value
+            out.extend(str(x) for x in (v if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v]))
+    return out
 
 
 def _copy_patient_study(ds: Dataset, src: Dataset) -> None:
@@ -180,8 +191,6 @@ def write_rtstruct(
         raise InputError(f"label map shape {tuple(lab.shape)} does not match the series (K, J, I) = "
                          f"{ref.shape_kji}", "the label map must be on the series' voxel grid")
     if not stack:
-        from OncoSegLib.export.labelmap_io import integer_labels
-
         lab = integer_labels(lab)
     specs = make_roi_specs(lab, rois, names, colors, types)
     if algorithm not in ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"):

@@ -25,7 +25,9 @@ from OncoSegLib.errors import InputError
 from OncoSegLib.export.labelmap_io import place_on_grid
 from OncoSegLib.export.reference import ReferenceSeries, load_reference
 from OncoSegLib.export.roi import RoiSpec, character_set_for, make_roi_specs
+from OncoSegLib.export.rtstruct import copied_texts
 from OncoSegLib.io.atomic import atomic_path
+from OncoSegLib.io.labels import integer_labels
 from OncoSegLib.io.volume import Volume
 
 __all__ = ["write_seg", "read_seg", "segment_codes"]
@@ -110,19 +112,12 @@ def write_seg(
         raise InputError(f"label map shape {tuple(lab.shape)} does not match the series (K, J, I) = "
                          f"{ref.shape_kji}", "the label map must be on the series' voxel grid")
     if not stack:
-        from OncoSegLib.export.labelmap_io import integer_labels
-
         lab = integer_labels(lab)
     specs = make_roi_specs(lab, rois, names, colors, types)
     if stack:  # (N, K, J, I) masks -> (K, J, I, segments), overlaps kept
         seg_array = np.stack([lab[s.label - 1] != 0 for s in specs], axis=-1)
-    else:  # label values -> segment numbers 1..N (labels not in specs -> 0); any label size, no table by value
-        keys = np.array(sorted(s.label for s in specs), dtype=np.int64)
-        number = {s.label: n for n, s in enumerate(specs, start=1)}
-        seg_numbers = np.array([number[int(k)] for k in keys], dtype=np.uint16 if len(specs) > 255 else np.uint8)
-        flat = lab.astype(np.int64, copy=False).ravel()
-        pos = np.clip(np.searchsorted(keys, flat), 0, len(keys) - 1)
-        seg_array = np.where(keys[pos] == flat, seg_numbers[pos], 0).astype(seg_numbers.dtype).reshape(lab.shape)
+    else:  # label values -> segment numbers 1..N (labels not in specs -> 0)
+        seg_array = _segment_numbers(lab, specs)
 
     algo = hd.AlgorithmIdentificationSequence(name="OncoSeg", version=__version__, family=_codes().DCM.ArtificialIntelligence)
     descriptions = []
@@ -150,11 +145,34 @@ def write_seg(
             device_serial_number="0",
             series_description=series_description[:64],
             specific_character_set=character_set_for([series_description] + [s.name for s in specs],
-                                                     ref.first.get("SpecificCharacterSet")),
+                                                     ref.first.get("SpecificCharacterSet"),
+                                                     copied_texts(ref.first)),
         )
     with atomic_path(out, suffix=".dcm") as tmp:
         seg.save_as(tmp)
     log.info("wrote SEG with %d segment(s)", len(specs))
+    return out
+
+
+def _segment_numbers(lab: np.ndarray, specs: Sequence[RoiSpec]) -> np.ndarray:
+    """(K, J, I) label values -> segment numbers 1..N in ``specs`` order (0 elsewhere), uint8/uint16.
+
+    A lookup table indexed by value when the labels span a small range (one pass, no large temporaries), else one
+    comparison per segment: never a table sized by the largest label (labels such as 2**40 are allowed).
+    """
+    dtype = np.uint16 if len(specs) > 255 else np.uint8
+    if lab.size == 0:
+        return np.zeros(lab.shape, dtype)
+    lo, hi = int(lab.min()), int(lab.max())
+    if hi - lo < (1 << 20):
+        lut = np.zeros(hi - lo + 1, dtype=dtype)
+        for n, s in enumerate(specs, start=1):
+            if lo <= s.label <= hi:
+                lut[s.label - lo] = n
+        return lut[lab - lo] if lo else lut[lab]
+    out = np.zeros(lab.shape, dtype=dtype)
+    for n, s in enumerate(specs, start=1):
+        out[lab == s.label] = n
     return out
 
 

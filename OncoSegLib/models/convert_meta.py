@@ -29,7 +29,10 @@ LoRA: ``W' = W + (alpha / r) * B @ A`` with ``alpha``/``r`` from the Lightning h
 A LoRA pair on a fused ``qkv`` / ``in_proj`` becomes three pairs sharing A with B split in thirds, which is exact.
 A checkpoint that carries the base weights of its LoRA layers is merged; one that holds only LoRA pairs + trained
 heads becomes a peft adapter folder for :mod:`OncoSegLib.models.lora` (unmerged; the heads go to
-``oncoseg_heads.safetensors``). Keys matching no rule are reported and refused.
+``oncoseg_heads.safetensors``; the adapter's backend is the one holding every adapted module: ``detector`` for
+detector heads, ``tracker``/``video`` for tracker heads, ``tracker`` for ViT-only LoRA, which the bundle shares).
+Inference is exact; for further training note that a split fused pair draws three dropout masks where Meta drew one.
+Keys matching no rule are reported and refused.
 """
 
 from __future__ import annotations
@@ -421,7 +424,8 @@ def convert_state_dict(sd: dict[str, torch.Tensor], lora_scale: float | None = N
 
     ``lora_scale``: alpha / r for every pair; else ``lora_alpha`` / (each pair's rank); else Onco-Seg's 2.
     ``vit_grid``: patch-grid side of the position table (24 for SAM3); a table with one extra (cls) row is trimmed.
-    LoRA pairs without a base weight in ``sd`` raise ``ModelError`` (use :func:`split_lora` for adapters).
+    LoRA pairs without a base weight in ``sd`` raise ``ModelError`` (for adapters use :func:`convert_with_lora` +
+    :func:`write_peft_adapter`).
     """
     base, deltas, report = convert_with_lora(sd, lora_scale=lora_scale, lora_alpha=lora_alpha, vit_grid=vit_grid)
     missing = [d.module for d in deltas if f"{d.module}.weight" not in base]
@@ -684,6 +688,42 @@ def _check_against(keys: dict[str, tuple[int, ...]], base: dict[str, torch.Tenso
                          "the checkpoint belongs to another model size")
 
 
+def _position_grid(base_sd: dict[str, torch.Tensor], config: Path) -> int | None:
+    """Side of the ViT position table (pretraining patch grid) from the base weights or a config.json, if known."""
+    pe = base_sd.get(VIT + "embeddings.position_embeddings")
+    if pe is not None and pe.dim() == 3:
+        side = int(round(pe.shape[1] ** 0.5))
+        return side if side * side == pe.shape[1] else None
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for path in (("detector_config", "vision_config", "backbone_config"), ("vision_config", "backbone_config"),
+                 ("tracker_config", "vision_config", "backbone_config")):
+        node: Any = cfg
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get("pretrain_image_size") and node.get("patch_size"):
+            return int(node["pretrain_image_size"]) // int(node["patch_size"])
+    return None
+
+
+def default_config_if_full_size(weights: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    """transformers' default ``Sam3VideoConfig`` (= facebook/sam3) as a dict when ``weights`` has exactly its keys and
+    shapes (a complete full-size SAM3 checkpoint), else ``None``. Builds the model on the meta device (no memory)."""
+    from transformers import Sam3VideoConfig, Sam3VideoModel
+
+    cfg = Sam3VideoConfig()
+    with torch.device("meta"):
+        model = Sam3VideoModel(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if expected != {k: tuple(v.shape) for k, v in weights.items()}:
+        return None
+    d = cfg.to_dict()
+    d["architectures"] = ["Sam3VideoModel"]
+    return d
+
+
 def convert_checkpoint_to_folder(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                                  base: str | os.PathLike | None = None, lora_scale: float | None = None,
                                  lora: str = "auto") -> Path:
@@ -712,12 +752,13 @@ def convert_checkpoint_to_folder(checkpoint: str | os.PathLike, out_dir: str | o
     alpha = alpha_hp if lora_scale is None else None
     if alpha is None and lora_scale is None:
         alpha = 32.0 * (r_hp / 16.0) if r_hp else None  # Onco-Seg's alpha = 2 r
-    weights, deltas, report = convert_with_lora(sd, lora_scale=lora_scale, lora_alpha=alpha)
+    base_dir = Path(base) if base is not None else None
+    base_sd = _base_weights(base_dir) if base_dir is not None else {}
+    grid = _position_grid(base_sd, base_dir / "config.json" if base_dir else ckpt.parent / "config.json")
+    weights, deltas, report = convert_with_lora(sd, lora_scale=lora_scale, lora_alpha=alpha, vit_grid=grid)
     if r_hp and deltas and report.lora_rank != r_hp:
         log.warning("LoRA rank in the hyper-parameters (%s) differs from the tensors' (%s); using the tensors'",
                     r_hp, report.lora_rank)
-    base_dir = Path(base) if base is not None else None
-    base_sd = _base_weights(base_dir) if base_dir is not None else {}
     if base_sd:
         _check_against({k: tuple(v.shape) for k, v in weights.items()}, base_sd, "weights")
         _check_against({f"{d.module}.weight": tuple(d.delta().shape) for d in deltas}, base_sd, "LoRA layers")
@@ -743,9 +784,12 @@ def convert_checkpoint_to_folder(checkpoint: str | os.PathLike, out_dir: str | o
         config_src = base_dir / "config.json"
     elif (ckpt.parent / "config.json").is_file():
         config_src = ckpt.parent / "config.json"
+    default_cfg: dict[str, Any] | None = None
     if config_src is None or not config_src.is_file():
-        raise ModelError(f"no config.json for {ckpt.name}",
-                         "put the facebook/sam3 config.json beside it, or give the base model folder")
+        default_cfg = default_config_if_full_size(weights)  # a complete full-size Meta sam3.pt needs no config
+        if default_cfg is None:
+            raise ModelError(f"no config.json for {ckpt.name}",
+                             "put the facebook/sam3 config.json beside it, or give the base model folder")
     merged = dict(base_sd)
     merged.update(weights)
     adapter_deltas: list[LoraDelta] = []
@@ -755,7 +799,11 @@ def convert_checkpoint_to_folder(checkpoint: str | os.PathLike, out_dir: str | o
         merge_deltas(merged, deltas)
         report.lora_merged = len(deltas)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(config_src, out / "config.json")
+    if default_cfg is not None:
+        (out / "config.json").write_text(json.dumps(default_cfg, indent=2), encoding="utf-8")
+        record["config"] = "transformers Sam3VideoConfig() defaults (facebook/sam3); no tokenizer files"
+    else:
+        shutil.copyfile(config_src, out / "config.json")  # type: ignore[arg-type]
     if base_dir is not None:
         for f in base_dir.iterdir():
             if f.is_file() and f.suffix in (".json", ".txt") and f.name not in (

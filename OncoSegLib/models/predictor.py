@@ -15,6 +15,8 @@ backbone (the facebook/sam3 layout) a text prompt reuses that backbone run for i
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -98,6 +100,18 @@ class TextDetection:
         return self.logits > 0
 
 
+_DECODER_LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_DECODER_LOCKS_GUARD = threading.Lock()
+
+
+def _decoder_lock(decoder: Any) -> threading.RLock:
+    with _DECODER_LOCKS_GUARD:
+        lk = _DECODER_LOCKS.get(decoder)
+        if lk is None:
+            lk = _DECODER_LOCKS[decoder] = threading.RLock()
+        return lk
+
+
 class Sam3Predictor:
     """Points / boxes / masks / text on SAM3 (transformers) with encoder features computed once per slice.
 
@@ -105,8 +119,9 @@ class Sam3Predictor:
         bundle: a :class:`~OncoSegLib.models.bundle.Sam3Bundle` (tracker required; detector + tokenizer for text).
         dynamic_multimask: keep transformers' ``dynamic_multimask_via_stability`` (swaps in another mask output at
             eval time when the single-mask output looks unstable). Default False: with single-mask fine-tuned (and
-            tiny random) decoders it makes results jump (measured: Dice 0.0-0.5 swings); this sets the flag on the
-            bundle's tracker (and video tracker) mask decoders.
+            tiny random) decoders it makes results jump (measured: Dice 0.0-0.5 swings). The setting applies to this
+            predictor's calls only: the (shared) mask decoder's flag is set for the duration of each decode or
+            propagation step and restored afterwards, so the bundle other code holds is left as it was loaded.
         cpu_bf16: run bf16 autocast on CPU too (CUDA always uses bf16 autocast).
     """
 
@@ -118,9 +133,7 @@ class Sam3Predictor:
         self.image_size = int(bundle.image_size)
         self.device = torch.device(getattr(bundle, "device", "cpu"))
         self.cpu_bf16 = bool(cpu_bf16)
-        for model in (bundle.tracker, getattr(bundle, "video", None)):
-            if model is not None:
-                model.mask_decoder.dynamic_multimask_via_stability = bool(dynamic_multimask)
+        self.dynamic_multimask = bool(dynamic_multimask)
         pe = self.tracker.prompt_encoder
         self.mask_size = int(pe.mask_input_size[0])
         self._pos_cache: dict[tuple, list[torch.Tensor]] = {}
@@ -134,12 +147,44 @@ class Sam3Predictor:
     def has_video(self) -> bool:
         return getattr(self.bundle, "video", None) is not None
 
+    def _decoders(self) -> list[Any]:
+        out: list[Any] = []
+        for model in (self.tracker, getattr(self.bundle, "video", None)):
+            dec = getattr(model, "mask_decoder", None) if model is not None else None
+            if dec is not None and hasattr(dec, "dynamic_multimask_via_stability") and all(d is not dec for d in out):
+                out.append(dec)
+        return out
+
     @contextlib.contextmanager
-    def _ctx(self, what: str) -> Iterator[None]:
+    def decoder_settings(self) -> Iterator[None]:
+        """Apply this predictor's ``dynamic_multimask`` choice to the mask decoder(s) for the duration of a call and
+        restore the previous value after it (the bundle may be shared with training, evaluation or another
+        predictor). Calls on one decoder are serialised by a per-decoder lock while the flag is swapped."""
+        decs = self._decoders()
+        locks = [_decoder_lock(d) for d in decs]
+        for lk in locks:
+            lk.acquire()
+        old = [d.dynamic_multimask_via_stability for d in decs]
+        try:
+            for d in decs:
+                d.dynamic_multimask_via_stability = self.dynamic_multimask
+            yield
+        finally:
+            for d, v in zip(decs, old):
+                d.dynamic_multimask_via_stability = v
+            for lk in reversed(locks):
+                lk.release()
+
+    @contextlib.contextmanager
+    def run_context(self, what: str) -> Iterator[None]:
+        """What every model call runs under: out-of-memory -> ``ModelError`` naming ``what``, inference mode,
+        autocast (bf16 on CUDA; on CPU only with ``cpu_bf16``) and this predictor's decoder settings."""
         from OncoSegLib.models.device import autocast, oom_guard
 
-        with oom_guard(what, self.device), torch.inference_mode(), autocast(self.device, self.cpu_bf16):
+        with oom_guard(what, self.device), torch.inference_mode(), autocast(self.device, self.cpu_bf16), \
+                self.decoder_settings():
             yield
+
 
     def _check_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         s = self.image_size
@@ -200,7 +245,7 @@ class Sam3Predictor:
         when the detector shares it.
         """
         px = self._check_pixels(pixel_values)
-        with self._ctx("the image encoder"):
+        with self.run_context("the image encoder"):
             backbone_out, vis = self._run_vision(self.tracker.vision_encoder, px)
             maps = self._tracker_maps(vis.fpn_hidden_states)
             det = None
@@ -251,7 +296,7 @@ class Sam3Predictor:
             kw["input_masks"] = m
         if not kw:
             raise InputError("predict() needs at least one prompt (points, box or mask)")
-        with self._ctx("the mask decoder"):
+        with self.run_context("the mask decoder"):
             out = self.tracker(image_embeddings=[m.to(dev) for m in embeddings.maps], multimask_output=multimask,
                                **kw)
         masks = out.pred_masks[0, 0].float()  # (M, L, L)
@@ -299,7 +344,7 @@ class Sam3Predictor:
         tok = self.bundle.tokenize(str(text)) if hasattr(self.bundle, "tokenize") else self.bundle.tokenizer(
             [str(text)], padding="max_length", truncation=True, max_length=32, return_tensors="pt")
         tok = {k: v.to(self.device) for k, v in dict(tok).items() if k in ("input_ids", "attention_mask")}
-        with self._ctx("the text detector"):
+        with self.run_context("the text detector"):
             out = self.bundle.detector(vision_embeds=emb.detector, **tok)
         logits = out.pred_logits[0].float()
         presence = torch.sigmoid(out.presence_logits.float().reshape(-1)[0])

@@ -316,6 +316,9 @@ def resolve(source: str | os.PathLike, offline: bool | None = None, token: str |
         return ResolvedModel(path=p, name=p.name)
     name = str(source)
     manifest = manifest or load_manifest()
+    if name not in manifest.models and _looks_like_path(name):
+        raise ModelError(f"model path {Path(name).expanduser()} does not exist",
+                         "check the path, or give a registry name (`oncoseg models list`) or an org/name repo id")
     if name in manifest.models:
         entry = manifest.models[name]
         folder = _entry_folder(entry, offline, token, download)
@@ -330,6 +333,14 @@ def resolve(source: str | os.PathLike, offline: bool | None = None, token: str |
                                            token=token), name=name)
     raise ModelError(f"unknown model '{name}' (not a folder, a registry name or an org/name repo id)",
                      f"known models: {', '.join(sorted(manifest.models))}")
+
+
+def _looks_like_path(name: str) -> bool:
+    """True for strings that can only be file-system paths (absolute, ./ ../ ~, Windows drive, several slashes, or a
+    checkpoint file extension); ``org/name`` repo ids and bare registry names are not."""
+    n = name.replace("\\", "/")
+    return (n.startswith(("/", "./", "../", "~")) or (len(n) > 1 and n[1] == ":") or n.count("/") > 1
+            or n.lower().endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")))
 
 
 def download(name: str, token: str | bool | None = None, manifest: Manifest | None = None) -> ResolvedModel:
