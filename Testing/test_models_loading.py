@@ -171,3 +171,28 @@ def test_cli_list_and_import(ckpt, home, capsys):
     assert rows["liver"]["local"] is False
     assert main(["models", "download", "liver"]) == 2  # offline, not cached: one-line error, no traceback
     assert "not available offline" in capsys.readouterr().err
+
+
+def test_loaded_bundle_holds_one_vision_encoder(ckpt):
+    """load_bundle reads the ViT twice (video tracker and detector checkpoints both hold it) but keeps ONE copy:
+    every backend's backbone is the same module, and unique parameters = the sum over distinct tensors."""
+    b = load_bundle(ckpt, device="cpu")
+    vit = b.tracker.vision_encoder.backbone
+    assert b.video.vision_encoder.backbone is vit and b.detector.vision_encoder.backbone is vit
+    distinct = {}
+    for m in (b.tracker, b.video, b.detector):
+        for p in m.parameters():
+            distinct[id(p)] = p.numel()
+    vit_n = sum(p.numel() for p in vit.parameters())
+    assert b.parameter_count() == sum(distinct.values())
+    # counted per backend the ViT appears three times (tracker, video, detector), held once
+    per_backend = sum(sum(p.numel() for p in m.parameters()) for m in (b.tracker, b.video, b.detector))
+    assert per_backend - b.parameter_count() >= 2 * vit_n
+    assert b.info["shared"]["detector.backbone<-tracker"] == sum(1 for _ in vit.parameters())
+
+
+def test_missing_model_path_says_so(home, tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_bundle(tmp_path / "nope" / "model", device="cpu")
+    with pytest.raises(ModelError, match="does not exist"):
+        registry.resolve(str(tmp_path / "missing.ckpt"))

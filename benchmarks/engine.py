@@ -3,6 +3,7 @@
     python benchmarks/engine.py                 # tiny random-weight SAM3 (seconds, any CPU)
     python benchmarks/engine.py --full-size     # facebook/sam3 architecture, random weights: 1 slice on CPU
                                                 # (~1.5 min on 2 cores); on a GPU also a 200-slice propagation
+    python benchmarks/engine.py --rss-slices 500  # + RSS along a 500-slice memory propagation (bounded memory)
 Rows:
 Times are medians per call / per slice (robust to other load on shared machines).
 - encoder ms/slice: ``Sam3Predictor.encode`` on one slice.
@@ -11,6 +12,8 @@ Times are medians per call / per slice (robust to other load on shared machines)
 - propagation slices/s (memory method): OncoSeg's streamed session (features from the embedding cache, old frame
   outputs released) vs transformers' stock ``propagate_in_video_iterator`` over a session holding every frame.
 - peak RSS (and peak VRAM on GPU) above the level before each phase, sampled every 20 ms.
+- with ``--rss-slices N``: process RSS after 10 % and after all of an N-slice memory propagation through a session
+  whose embedding cache is capped at 8 MiB, so that growth would show what the propagation itself keeps per slice.
 Random weights: the figures are speed and memory only, never quality.
 """
 
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slices", type=int, default=None, help="propagation length (tiny 64; full-size GPU 200)")
     ap.add_argument("--prompts", type=int, default=None, help="decoder prompts timed (tiny 50; full size 10)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rss-slices", type=int, default=0, help="also track RSS along an N-slice propagation")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---- encoder
     pred.encode(px)  # warm-up (allocations, kernels)
     sync()
-    n_enc = 1 if args.full_size and not gpu else 5
+    n_enc = 1 if args.full_size and not gpu else (5 if args.full_size else 21)
     times = []
     with PeakRSS().measure() as m_enc:
         for _ in range(n_enc):
@@ -237,6 +241,23 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(("peak VRAM MiB: propagation (streamed vs stock)", f"{m_prop.vram_peak / 2**20:.0f}",
                          f"{m_stock.vram_peak / 2**20:.0f}"))
     import psutil
+
+    if args.rss_slices and bundle.video is not None:
+        n = int(args.rss_slices)
+        long_vol = make_volume(n, *hw)
+        long_session = SegmentationSession(pred, cache_mb=8)
+        long_session.set_volume(long_vol, modality="ct")
+        lo = long_session.add_object("blob")
+        long_session.add_mask(lo, long_vol.array[0] > 0, index=0)
+        at: dict[int, float] = {}
+
+        def track(done: int, total: int, msg: str) -> None:
+            if done in (max(1, total // 10), total):
+                at[done] = psutil.Process().memory_info().rss / 2 ** 20
+
+        long_session.propagate(lo, direction="forward", method="memory", min_area=0, progress=track)
+        (d1, r1), (d2, r2) = sorted(at.items())
+        rows.append((f"RSS MiB growth, memory propagation slices {d1}->{d2}", f"{r2 - r1:.1f}", "-"))
 
     rows.append(("process RSS MiB at end", f"{psutil.Process().memory_info().rss / 2**20:.0f}", "-"))
 
