@@ -539,9 +539,10 @@ class SegmentationSession:
             self._last_text_features = (key, emb)
         if key not in self.cache:
             self.cache.put(key, emb.tracker_only() if hasattr(emb, "tracker_only") else emb)
-        dets = self.predictor.detect_text(emb, text, score_threshold=score_threshold, out_hw=hw,
-                                          max_instances=max_instances)
+        dets = self.predictor.detect_text(emb, text, score_threshold=score_threshold, out_hw=hw)
         dets = [d for d in dets if np.asarray(d.mask).any()]  # an instance with no pixel at slice size is no object
+        if max_instances is not None:  # after dropping empty ones: "best instance" means the best non-empty one
+            dets = dets[:max(0, int(max_instances))]
         base = name or str(text).strip()
         out: list[TextInstance] = []
         with self._lock:

@@ -77,6 +77,13 @@ def test_round_trip_and_merge(tmp_path):
 
 
 def test_adapter_for_missing_component(tmp_path):
+    import json
+
     b, pm, settings = _trained_adapter(tmp_path)
     with pytest.raises(ModelError, match="not a LoRA adapter"):
         load_adapter(tiny_bundle(), tmp_path)
+    # an adapter for a backend the bundle did not load (here: the detector) is refused, not silently skipped
+    cfg = tmp_path / "adapter" / "oncoseg_lora.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "component": "detector"}))
+    with pytest.raises(ModelError, match="adapts the 'detector', which this model has not loaded"):
+        load_adapter(tiny_bundle(text=False), tmp_path / "adapter")

@@ -184,14 +184,18 @@ def test_memory_equals_stock_video_propagation_and_stays_bounded():
     stepper = MemoryStepper(s.predictor, lambda i: s.embeddings("axial", i), lambda i: s.pixels("axial", i), n,
                             (28, 36), window=None)
     stepper.start(anchor, amask, +1)
-    ours, stored = [], []
+    ours, stored, tracked, feats = [], [], [], []
     for k in range(anchor + 1, n):
         ours.append(stepper.step(k, None))
         stored.append(stepper.stored_outputs())
+        tracked.append(sum(len(t) for t in stepper.session.frames_tracked_per_obj.values()))
+        feats.append(len(stepper.session.cache._vision_features))
     stepper.close()
-    # bounded: never more than the memory window (16 here) plus the conditioning frame, although 20 frames ran
+    # bounded: never more than the memory window (16 here) plus the conditioning frame, although 20 frames ran;
+    # the per-frame bookkeeping and the video session's feature cache do not grow with the slice count either
     assert max(stored) <= stepper.window + 1 < n - anchor - 1
     assert stepper.max_stored <= stepper.window
+    assert max(tracked) <= stepper.window and max(feats) == 1
 
     video = bundle.video
     frames = torch.cat([s.pixels("axial", k) for k in range(n)])
@@ -243,7 +247,7 @@ def test_undo_record_of_a_propagation_stores_no_empty_planes():
     o = s.add_object("a")
     s.add_point(o, (14, 12, 11))
     before = s.result(o)
-    res = s.propagate(o, method="centroid")
+    s.propagate(o, method="centroid")
     after = s.result(o)
     written = [k for k in range(SHAPE[0]) if after[k].any() and k != 11]  # the slices the run filled
     assert len(written) > 10

@@ -212,3 +212,27 @@ def test_text_prompts_on_one_slice_encode_it_once(monkeypatch):
     assert calls == [{"with_detector": True}]
     session.add_text("liver", index=3, score_threshold=0.0)
     assert len(calls) == 2
+
+
+def test_best_text_instance_is_the_best_non_empty_one():
+    """max_instances=1 (the CLI's named text object) must not come back empty when the top-scoring instance has no
+    pixel at slice size but the next one does."""
+    from OncoSegLib.models.predictor import TextDetection
+
+    class TextStub(DiscPredictor):
+        has_text = True
+
+        def detect_text(self, emb, text, score_threshold=0.5, out_hw=None, max_instances=None):
+            h, w = out_hw
+            empty = np.full((h, w), -5.0, np.float32)
+            blob = empty.copy()
+            blob[2:6, 3:9] = 5.0
+            dets = [TextDetection(empty, 0.9, (0, 0, 1, 1), torch.zeros(1, 1, 4, 4)),
+                    TextDetection(blob, 0.7, (3, 2, 8, 5), torch.zeros(1, 1, 4, 4))]
+            return dets[:max_instances] if max_instances else dets
+
+    s = SegmentationSession(TextStub())
+    s.set_volume(_vol(), modality="ct")
+    found = s.add_text("liver", index=4, max_instances=1, name="liver")
+    assert len(found) == 1 and found[0].score == pytest.approx(0.7) and found[0].name == "liver"
+    assert s.result(found[0].object_id)[4, 2:6, 3:9].all() and s.result(found[0].object_id).sum() == 24

@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = args.model
     if model is None:  # per-modality routing (manifest), the user's --model overrides it
-        from OncoSegLib.models.registry import model_for_modality
         from OncoSegLib.modality import detect_modality
+        from OncoSegLib.models.registry import model_for_modality
         from OncoSegLib.preprocessing import canonical_modality
 
         modality = canonical_modality(args.modality) if args.modality else detect_modality(volume).modality
