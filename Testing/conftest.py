@@ -14,6 +14,6 @@ os.environ.setdefault("ONCOSEG_LOG_LEVEL", "WARNING")
 try:  # one torch thread per test process: tests must not oversubscribe the 2 CI cores
     import torch
 
-    torch.set_num_threads(1)  # tiny test models: thread start-up costs more than it saves (measured 20x on 2 cores)
+    torch.set_num_threads(1)  # tiny test models gain nothing from a second thread
 except ImportError:  # pragma: no cover
     pass
