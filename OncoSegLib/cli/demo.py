@@ -18,9 +18,9 @@ def register(subparsers: Any) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--model", default=None, help="model folder (default: the packaged demo model)")
-    p.add_argument("--seed", type=int, default=None, help="phantom seed (default 7)")
+    p.add_argument("--seed", type=int, default=None, help="phantom seed (default 5)")
     p.add_argument("--method", choices=("box", "centroid", "memory"), default="box",
-                   help="propagation method (default box; the demo model's memory modules are untrained)")
+                   help="propagation method (default box; memory needs a model with video modules, --model)")
     p.add_argument("--overwrite", action="store_true", help="allow a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="print only the report path")
     p.set_defaults(func=run)

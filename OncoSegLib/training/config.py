@@ -15,7 +15,8 @@ Layout (see ``configs/*.yaml`` and docs/training.md)::
         datasets: [{kind: msd, path: /data/Task03_Liver, modality: ct, window: [-160, 240]}]
         val_datasets: [...]            # or val_fraction: 0.2 of the training cases
         train: {max_steps: 500}        # per-phase overrides of the ``train`` block
-    export: {bundle_dir: null}         # optionally merge the final adapter and save a loadable model folder
+    export: {bundle_dir: null, components: [tracker, detector, video]}   # optionally merge the final adapter
+                                       # and save a loadable model folder ([tracker] = tracker-only checkpoint)
 
 A config with ``datasets`` at the top level and no ``phases`` is one phase.
 """
@@ -153,6 +154,7 @@ class TrainConfig:
     phases: list[PhaseSpec] = field(default_factory=list)
     export_bundle_dir: Path | None = None
     export_readme: str | None = None
+    export_components: list[str] = field(default_factory=lambda: ["tracker", "detector", "video"])
     source_path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -251,7 +253,9 @@ def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> TrainConfi
     return TrainConfig(name=name, output_dir=out_dir, seed=int(data.get("seed", 0)),
                        model=_build(ModelSpec, data.get("model"), "model"),
                        lora=_build(LoraSpec, data.get("lora"), "lora"), prompts=prompts, phases=phases,
-                       export_bundle_dir=bundle_path, export_readme=export.get("readme"), raw=copy.deepcopy(data))
+                       export_bundle_dir=bundle_path, export_readme=export.get("readme"),
+                       export_components=list(export.get("components") or ["tracker", "detector", "video"]),
+                       raw=copy.deepcopy(data))
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -529,10 +529,11 @@ def pick_device_type(cfg: TrainConfig) -> str:
 
 # ---------------------------------------------------------------------------------------------- export
 def export_model(cfg: TrainConfig, adapter_dir: Path, out_dir: Path, device: torch.device) -> Path:
-    """Merge ``adapter_dir`` into the base model and write a loadable facebook/sam3-layout folder.
+    """Merge ``adapter_dir`` into the base model and write a folder ``load_bundle`` reads.
 
-    Files: ``config.json`` (``Sam3VideoConfig``), ``model.safetensors`` (``detector_model.*``, ``tracker_model.*``,
-    ``tracker_neck.*``), tokenizer files, ``oncoseg_model.json`` (provenance) and ``README.md``. Written into a
+    Full export: ``config.json`` (``Sam3VideoConfig``), ``model.safetensors`` (facebook/sam3 keys
+    ``detector_model.*``, ``tracker_model.*``, ``tracker_neck.*``), tokenizer files. ``export.components: [tracker]``:
+    a ``Sam3TrackerModel`` folder (``save_pretrained``). Both get ``oncoseg_model.json`` (provenance) and ``README.md``. Written into a
     temporary sibling folder, then swapped in (an existing folder is kept as ``<name>.previous`` until the swap).
     """
     from safetensors.torch import save_file
@@ -542,25 +543,31 @@ def export_model(cfg: TrainConfig, adapter_dir: Path, out_dir: Path, device: tor
     from OncoSegLib.models.tiny import facebook_state_dict
 
     bundle = load_base_bundle(cfg, torch.device("cpu"))
-    if bundle.video is None or bundle.detector is None:
+    tracker_only = set(cfg.export_components) == {"tracker"}
+    if not tracker_only and (bundle.video is None or bundle.detector is None):
         raise ModelError("export needs the full model (tracker + video tracker + detector)",
-                         "train from a full SAM3 checkpoint or from source: tiny")
+                         "train from a full SAM3 checkpoint, or export components: [tracker]")
     load_adapter(bundle, adapter_dir, merge=True)
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.part"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    vcfg = Sam3VideoConfig(detector_config=bundle.detector.config.to_dict(),
-                           tracker_config=bundle.video.config.to_dict())
-    vcfg.save_pretrained(tmp)
-    sd = facebook_state_dict(bundle.video, bundle.detector)
-    save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    if bundle.tokenizer is not None:
-        bundle.tokenizer.save_pretrained(tmp)
+    if tracker_only:  # Sam3TrackerModel layout (model_type sam3_tracker): points/boxes, no memory, no text
+        bundle.tracker.config.mask_decoder_config.dynamic_multimask_via_stability = False
+        bundle.tracker.save_pretrained(str(tmp), safe_serialization=True)
+    else:
+        vcfg = Sam3VideoConfig(detector_config=bundle.detector.config.to_dict(),
+                               tracker_config=bundle.video.config.to_dict())
+        vcfg.save_pretrained(tmp)
+        sd = facebook_state_dict(bundle.video, bundle.detector)
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if bundle.tokenizer is not None:
+            bundle.tokenizer.save_pretrained(tmp)
     info = {"name": cfg.name, "demo_model": cfg.name == "demo", "trained_with": "oncoseg train",
             "config": str(cfg.source_path) if cfg.source_path else None, "base": cfg.model.source,
             "image_size": int(bundle.image_size), "lora": cfg.lora.__dict__,
+            "components": sorted(cfg.export_components),
             "phases": [p.name for p in cfg.phases]}
     metrics = sorted((cfg.output_dir / "phases").glob("*/metrics.json"))
     info["validation"] = {m.parent.name: json.loads(m.read_text())["summary"].get("best_val_dice")
@@ -572,6 +579,8 @@ def export_model(cfg: TrainConfig, adapter_dir: Path, out_dir: Path, device: tor
             shutil.copy2(last / f, tmp / f"training_{f}")
     if cfg.export_readme:
         (tmp / "README.md").write_text(str(cfg.export_readme).strip() + "\n", encoding="utf-8")
+    for f in tmp.iterdir():  # package data must be world-readable (atomic temp files are created 0600)
+        f.chmod(0o644)
     backup = out_dir.parent / f"{out_dir.name}.previous"
     if out_dir.exists():
         if backup.exists():
