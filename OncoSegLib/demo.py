@@ -10,6 +10,8 @@
 4. Export: NIfTI label map, DICOM RTSTRUCT and DICOM SEG referencing the series, an overlay PNG.
 5. ``report.json``: per structure Dice / NSD (2 mm) / HD95 against the phantom truth, predicted and true volumes
    (mL), RECIST long/short axes of the lesion, timings and the files written.
+6. With a text-capable model (the packaged demo model is one): text prompts ("liver", "left kidney") typed on one
+   slice, the best instance propagated; their 2D and 3D Dice go to ``report.json["text_prompts"]``.
 
 The prompts are derived from the phantom truth (bounding box of the middle slice, deepest point of a slice), as a
 person would place them. Everything runs on CPU without network access.
@@ -40,6 +42,11 @@ DEMO_MODEL_DIR = Path(__file__).resolve().parent / "data" / "demo_model"
 COLORS = {"liver": (221, 130, 101), "right kidney": (185, 102, 83), "left kidney": (185, 102, 83),
           "vertebra": (241, 214, 145), "liver tumor": (255, 0, 0)}
 ROI_TYPES = {"liver tumor": "GTV"}
+
+# Text prompts run when the model has a text detector: (concept typed by the user, phantom label it should find).
+# Each is typed on the structure's middle slice; the best instance becomes an object propagated like the others.
+# These objects are reported under "text_prompts" and stay out of the exported label map.
+DEMO_TEXT_PLAN: list[tuple[str, int]] = [("liver", 1), ("left kidney", 3)]
 
 # (structure, label value in the phantom, prompt kind)
 DEMO_PLAN: list[tuple[str, int, str]] = [
@@ -194,6 +201,12 @@ def run_demo(out_dir: str | Path, model: str | Path | None = None, seed: int = D
     for name, (oid, lab) in obj_ids.items():
         pred_labels[session.result(oid)] = lab  # later objects win: the lesion is cut out of the liver
     timings["segmentation_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    text_results: dict[str, Any] = {}
+    if getattr(bundle, "has_text", False):
+        report(progress, 2, 6, "text prompts")
+        text_results = _run_text_prompts(session, truth, method)
+    timings["text_prompts_s"] = time.perf_counter() - t
 
     # 4. exports
     t = time.perf_counter()
@@ -253,12 +266,43 @@ def run_demo(out_dir: str | Path, model: str | Path | None = None, seed: int = D
         "model": model_info,
         "structures": structures,
         "mean_dice": _num(float(np.mean(dices))) if dices else None,
+        "text_prompts": text_results if text_results else None,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "files": files,
     }
     atomic_write_text(out / "report.json", json.dumps(rep, indent=2))
     report(progress, 6, 6, "done")
     return rep
+
+
+def _run_text_prompts(session: Any, truth: np.ndarray, method: str) -> dict[str, Any]:
+    """Type each concept of :data:`DEMO_TEXT_PLAN` on its structure's middle slice, keep the best instance,
+    propagate it; Dice on that slice (2D) and over the volume (3D) against the phantom truth."""
+    from OncoSegLib import metrics
+
+    out: dict[str, Any] = {}
+    for concept, lab in DEMO_TEXT_PLAN:
+        gt = truth == lab
+        if not gt.any():
+            continue
+        k = _middle_slice(gt)
+        found = session.add_text(concept, index=k, max_instances=1, name=f"text: {concept}")
+        row: dict[str, Any] = {"label": lab, "slice_k": k, "instances": len(found)}
+        if not found:
+            row.update({"score": None, "dice_slice": 0.0, "dice_3d": 0.0})
+            out[concept] = row
+            continue
+        inst = found[0]
+        row["score"] = _num(inst.score)
+        row["dice_slice"] = _num(metrics.dice(np.asarray(inst.mask, bool), gt[k]))
+        try:
+            session.propagate(inst.object_id, direction="both", method=method)
+        except Exception as exc:  # noqa: BLE001 - the text result is still reported for its slice
+            row["propagation_error"] = f"{type(exc).__name__}: {exc}"
+        pred = session.result(inst.object_id)
+        row["dice_3d"] = _num(metrics.dice(pred, gt))
+        out[concept] = row
+    return out
 
 
 def _confidence(session: Any, oid: Any) -> dict[str, Any] | None:

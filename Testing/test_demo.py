@@ -99,3 +99,21 @@ def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not empty"):
         run_demo(tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "user file"
+
+
+def test_demo_runs_text_prompts_when_the_model_has_a_detector(tmp_path: Path) -> None:
+    """A text-capable (tiny, random) full checkpoint: the demo types the concepts, reports Dice in [0, 1] on the
+    prompted slice of the right structure; the shipped tracker-only model reports no text prompts (other tests)."""
+    from OncoSegLib.demo import DEMO_TEXT_PLAN, run_demo
+    from OncoSegLib.models.tiny import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(tmp_path / "tiny_full")
+    rep = run_demo(tmp_path / "out", model=model, shape_kji=(12, 112, 112))
+    tp = rep["text_prompts"]
+    assert tp is not None and set(tp) == {c for c, _ in DEMO_TEXT_PLAN}
+    for concept, lab in DEMO_TEXT_PLAN:
+        row = tp[concept]
+        assert row["label"] == lab and 0 <= row["slice_k"] < 12
+        assert 0.0 <= row["dice_slice"] <= 1.0 and 0.0 <= row["dice_3d"] <= 1.0
+        assert row["instances"] in (0, 1)
+    assert "text_prompts_s" in rep["timings_s"]

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         rows = [f"  {name:<13} Dice {s['dice']:.3f}  volume {s['volume_ml']:.1f} mL (truth {s['truth_volume_ml']:.1f})"
                 for name, s in rep["structures"].items()]
         print("\n".join(["OncoSeg demo (synthetic CT, demo model - not for clinical use):"] + rows), file=sys.stderr)
+        for concept, tr in (rep.get("text_prompts") or {}).items():
+            print(f"  text '{concept}': Dice {tr['dice_slice']} on slice {tr['slice_k']}, {tr['dice_3d']} in 3D "
+                  f"(score {tr['score']})", file=sys.stderr)
         r = rep["structures"].get("liver tumor", {}).get("recist")
         if r:
             print(f"  RECIST lesion long axis {r['long_axis_mm']} mm (truth {r['truth_long_axis_mm']} mm)",

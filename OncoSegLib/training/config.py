@@ -9,13 +9,14 @@ Layout (see ``configs/*.yaml`` and docs/training.md)::
     lora: {r: 16, alpha: 32, dropout: 0.1, scope: vision, trainable_heads: [mask_decoder]}
     train: {batch_size: 8, grad_accum: 1, lr: 1.0e-4, weight_decay: 0.05, max_steps: 1000, steps_per_epoch: 100,
             eval_every: 100, patience: 10, t0: 5, t_mult: 2, amp: auto, ...}
-    prompts: {box: 0.5, points: 0.5, text: 0.0, box_jitter: 0.1, max_points: 3, foreground_fraction: 0.8}
+    prompts: {box: 0.5, points: 0.5, text: 0.0, box_jitter: 0.1, max_points: 3, foreground_fraction: 0.8,
+              text_negative: 0.2}   # text > 0 also trains the detector (Sam3Model) on concept names
     phases:
       - name: phase1
         datasets: [{kind: msd, path: /data/Task03_Liver, modality: ct, window: [-160, 240]}]
         val_datasets: [...]            # or val_fraction: 0.2 of the training cases
         train: {max_steps: 500}        # per-phase overrides of the ``train`` block
-    export: {bundle_dir: null, components: [tracker, detector, video]}   # optionally merge the final adapter
+    export: {bundle_dir: null, components: [tracker, detector, video], dtype: float32}  # merge the final adapter
                                        # and save a loadable model folder ([tracker] = tracker-only checkpoint)
 
 A config with ``datasets`` at the top level and no ``phases`` is one phase.
@@ -80,7 +81,9 @@ class ModelSpec:
 @dataclass
 class LoraSpec:
     """LoRA (see ``OncoSegLib.models.lora.LoraSettings``): layer names ``target`` (Meta's qkv/proj accepted),
-    ``scope`` "vision" (SAM3 ViT only) or "all"; ``trainable_heads``: tracker submodules trained in full."""
+    ``scope`` "vision" (SAM3 ViT only) or "all"; ``trainable_heads``: tracker submodules trained in full;
+    ``detector_heads``: ``Sam3Model`` submodules trained in full when ``prompts.text > 0`` (the detector shares the
+    LoRA-adapted ViT; add ``vision_encoder.neck``, ``text_projection`` or ``text_encoder`` for a random tiny model)."""
 
     r: int = 16
     alpha: int = 32
@@ -88,6 +91,8 @@ class LoraSpec:
     target: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     scope: str = "vision"
     trainable_heads: list[str] = field(default_factory=lambda: ["mask_decoder"])
+    detector_heads: list[str] = field(default_factory=lambda: ["detr_encoder", "detr_decoder", "mask_decoder",
+                                                               "dot_product_scoring"])
 
     def settings(self):  # -> LoraSettings
         from OncoSegLib.models.lora import LoraSettings
@@ -123,7 +128,10 @@ class TrainSpec:
 
 @dataclass
 class PromptSpec:
-    """Simulated prompts: mix of batch prompt types, box jitter (fraction of box size), points per prompt."""
+    """Simulated prompts: mix of batch prompt types, box jitter (fraction of box size), points per prompt;
+    ``text_negative``: share of text samples asking for a concept absent from the slice; ``label_weights``
+    {label value: weight} oversamples (slice, label) targets of some labels (e.g. ``{5: 3.0}`` for small lesions;
+    unlisted labels weigh 1)."""
 
     box: float = 0.5
     points: float = 0.5
@@ -132,6 +140,8 @@ class PromptSpec:
     max_points: int = 3
     max_negative: int = 2
     foreground_fraction: float = 0.8
+    text_negative: float = 0.2
+    label_weights: dict[int, float] | None = None
 
 
 @dataclass
@@ -155,6 +165,7 @@ class TrainConfig:
     export_bundle_dir: Path | None = None
     export_readme: str | None = None
     export_components: list[str] = field(default_factory=lambda: ["tracker", "detector", "video"])
+    export_dtype: str = "float32"
     source_path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -194,6 +205,13 @@ def _merge(base: dict, over: dict | None) -> dict:
     out = copy.deepcopy(base)
     out.update(over or {})
     return out
+
+
+def _export_dtype(value: Any) -> str:
+    v = str(value or "float32").lower()
+    if v not in ("float32", "float16"):
+        raise InputError(f"export.dtype must be float32 or float16, got '{value}'")
+    return v
 
 
 def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> TrainConfig:
@@ -241,9 +259,12 @@ def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> TrainConfi
     prompts = _build(PromptSpec, data.get("prompts"), "prompts")
     if prompts.box + prompts.points <= 0:
         raise InputError("prompts: box + points weights must be > 0")
-    if prompts.text > 0:
-        raise InputError("prompts.text > 0: training the text detector (Sam3Model) is not implemented yet",
-                         "set prompts.text to 0; concept names are still read and kept with the data")
+    if prompts.label_weights is not None:
+        prompts.label_weights = {int(k): float(v) for k, v in prompts.label_weights.items()}
+        if any(v < 0 for v in prompts.label_weights.values()):
+            raise InputError("prompts.label_weights must be >= 0")
+    if prompts.text < 0 or not 0.0 <= prompts.text_negative < 1.0:
+        raise InputError("prompts: text must be >= 0 and text_negative in [0, 1)")
     export = data.get("export") or {}
     bundle_dir = export.get("bundle_dir")
     bundle_path = None
@@ -255,6 +276,7 @@ def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> TrainConfi
                        lora=_build(LoraSpec, data.get("lora"), "lora"), prompts=prompts, phases=phases,
                        export_bundle_dir=bundle_path, export_readme=export.get("readme"),
                        export_components=list(export.get("components") or ["tracker", "detector", "video"]),
+                       export_dtype=_export_dtype(export.get("dtype", "float32")),
                        raw=copy.deepcopy(data))
 
 

@@ -14,7 +14,10 @@ Prompts (all in model pixels (x, y) of the S x S input, pixel centres as :func:`
   outwards, as MedSAM/SAM fine-tuning do), clipped to the image;
 - points: 1..``max_points`` positive points inside the target (eroded when it is thick enough) and
   0..``max_negative`` negative points in a band around it; padded to a fixed count with label -10 (ignored);
-- text: the label's concept name (for the detector).
+- text: the label's concept name (for the detector). The targets are the concept's instances = connected components
+  (``scipy.ndimage.label``, 8-connectivity in 2D) of the label on the slice, each resized to S x S; a fraction
+  ``text_negative`` of text samples asks for a concept absent from the slice (any concept name of the training
+  data not on it), with no instances and ``present`` False (trains the detector's presence head).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Batch:
     input_boxes: torch.Tensor | None = None
     input_points: torch.Tensor | None = None
     input_labels: torch.Tensor | None = None
+    instances: list[torch.Tensor] | None = None
+    present: list[bool] | None = None
 
 
 def _to_model_xy(i: np.ndarray, j: np.ndarray, hw: tuple[int, int], s: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +82,15 @@ def jittered_box(mask: np.ndarray, rng: np.random.Generator | None, jitter: floa
     i0, i1 = np.clip([i0, i1], 0, w - 1)
     j0, j1 = np.clip([j0, j1], 0, h - 1)
     return float(i0), float(j0), float(i1), float(j1)
+
+
+def concept_instances(mask: np.ndarray, s: int, min_pixels: int = 1) -> torch.Tensor:
+    """Instances of a concept on a slice: connected components (8-connectivity) of ``mask`` (H, W), each resized to
+    (S, S) like :func:`resize_target`; components that vanish at S x S are dropped. Returns (N, S, S) float {0, 1}."""
+    comp, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    out = [resize_target(comp == i, s) for i in range(1, n + 1)]
+    out = [m for m in out if float(m.sum()) >= min_pixels]
+    return torch.stack(out) if out else torch.zeros((0, s, s), dtype=torch.float32)
 
 
 def sample_points(mask: np.ndarray, rng: np.random.Generator, n_pos: int, n_neg: int
@@ -111,6 +125,11 @@ class Sampler:
         total = sum(w for _, w in kinds)
         self.kind_p = [w / total for _, w in kinds]
         p_points = dict(kinds).get("points", 0.0) / total
+        self.fg_p = None
+        if prompts.label_weights:
+            w = np.array([prompts.label_weights.get(int(lab), 1.0) for _, _, lab in index.foreground], dtype=float)
+            self.fg_p = w / w.sum() if w.sum() > 0 else None
+        self.concepts = sorted({str(v) for ref in cache.cases for v in ref.names.values()})
         bg = (1.0 - prompts.foreground_fraction) if index.background else 0.0
         self.bg_in_points = min(1.0, bg / p_points) if p_points > 0 else 0.0
 
@@ -127,6 +146,8 @@ class Sampler:
             kind = str(self.kinds[int(rng.choice(len(self.kinds), p=self.kind_p))])
         pix, tgts, mods, texts, fgs = [], [], [], [], []
         boxes, points, plabels = [], [], []
+        insts: list[torch.Tensor] = []
+        present: list[bool] = []
         n_pts = self.p.max_points + self.p.max_negative
         for _ in range(batch_size):
             use_bg = kind == "points" and self.index.background and rng.random() < self.bg_in_points
@@ -136,15 +157,26 @@ class Sampler:
                 target = np.zeros(lab.shape, dtype=bool)
                 label = int(rng.choice(list(names))) if names else 1
             else:
-                c, k, label = self.index.foreground[int(rng.integers(len(self.index.foreground)))]
+                n_fg = len(self.index.foreground)
+                pick = int(rng.integers(n_fg)) if self.fg_p is None else int(rng.choice(n_fg, p=self.fg_p))
+                c, k, label = self.index.foreground[pick]
                 img, lab, mod, names = self._slice(c, k)
                 target = lab == label
             hw = target.shape
+            text = names.get(label, f"label {label}")
+            if kind == "text":
+                on_slice = {names.get(int(v), f"label {int(v)}") for v in np.unique(lab) if v}
+                absent = [c for c in self.concepts if c not in on_slice]
+                if absent and rng.random() < self.p.text_negative:
+                    text = absent[int(rng.integers(len(absent)))]
+                    target = np.zeros(lab.shape, dtype=bool)
+                insts.append(concept_instances(target, self.s))
+                present.append(bool(target.any()))
             pix.append(to_model_input(img, self.s))
             tgts.append(resize_target(target, self.s))
             mods.append(mod)
-            texts.append(names.get(label, f"label {label}"))
-            fgs.append(not use_bg)
+            texts.append(text)
+            fgs.append(bool(target.any()) if kind == "text" else not use_bg)
             if kind == "box":
                 i0, j0, i1, j1 = jittered_box(target, rng, self.p.box_jitter)
                 x, y = _to_model_xy(np.array([i0, i1]), np.array([j0, j1]), hw, self.s)
@@ -178,7 +210,22 @@ class Sampler:
         elif kind == "points":
             batch.input_points = torch.from_numpy(np.stack(points))[:, None]
             batch.input_labels = torch.from_numpy(np.stack(plabels))[:, None]
+        elif kind == "text":
+            batch.instances, batch.present = insts, present
         return batch
+
+    def text_validation_batches(self, n_samples: int, batch_size: int) -> list[Batch]:
+        """Fixed text-prompt validation set: ``n_samples`` (slice, present concept) samples (no negatives)."""
+        saved = self.p
+        self.p = dataclasses.replace(saved, text_negative=0.0)
+        try:
+            out = []
+            for b in range(max(1, -(-n_samples // batch_size))):
+                n = min(batch_size, n_samples - b * batch_size)
+                out.append(self.micro_batch(20_000_000 + b, n, kind="text"))
+            return out
+        finally:
+            self.p = saved
 
     def validation_batches(self, n_samples: int, batch_size: int) -> list[Batch]:
         """Fixed validation set: ``n_samples`` foreground samples with box prompts (no jitter: tight GT boxes),

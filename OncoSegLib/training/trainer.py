@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 DONE_FILE = "DONE"
 METRIC_FIELDS = ["phase", "step", "epoch", "lr", "loss", "loss_dice", "loss_focal", "train_dice", "val_dice",
-                 "elapsed_s"]
+                 "elapsed_s", "kind", "loss_text", "val_text_dice"]
+DETECTOR_HEADS_FILE = "oncoseg_detector_heads.safetensors"
 
 
 # ---------------------------------------------------------------------------------------------- distributed
@@ -166,6 +167,76 @@ def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
             p.copy_(state[n].to(p.device, p.dtype))
 
 
+class JointModel(torch.nn.Module):
+    """The tracker (peft-wrapped) and the detector as one module, so that DDP synchronises both; ``forward(kind,
+    **kw)`` runs ``tracker`` (kind "tracker") or ``detector`` (kind "detector"). The ViT (with LoRA) is shared."""
+
+    def __init__(self, tracker: torch.nn.Module, detector: torch.nn.Module):
+        super().__init__()
+        self.tracker = tracker
+        self.detector = detector
+
+    def forward(self, kind: str, **kw: Any) -> Any:
+        return self.tracker(**kw) if kind == "tracker" else self.detector(**kw)
+
+
+def prepare_detector(detector: torch.nn.Module, heads: list[str]) -> list[torch.nn.Parameter]:
+    """Freeze the detector except its LoRA tensors (in the shared ViT) and the ``heads`` submodules, which are
+    trained in full; returns the head parameters (the LoRA ones belong to the tracker's peft model)."""
+    for n, p in detector.named_parameters():
+        if "lora_" not in n:
+            p.requires_grad_(False)
+    out: list[torch.nn.Parameter] = []
+    for head in heads:
+        try:
+            module = detector.get_submodule(head)
+        except AttributeError:
+            raise ModelError(f"detector head '{head}' does not exist in {type(detector).__name__}",
+                             "name Sam3Model submodules such as detr_decoder, mask_decoder, dot_product_scoring")\
+                from None
+        for n, p in module.named_parameters():
+            if "lora_" not in n:
+                p.requires_grad_(True)
+                out.append(p)
+    return out
+
+
+def detector_heads_state(detector: torch.nn.Module, heads: list[str]) -> dict[str, torch.Tensor]:
+    """The trained detector heads' tensors (names relative to the detector), CPU copies."""
+    out: dict[str, torch.Tensor] = {}
+    for head in heads:
+        for n, p in detector.get_submodule(head).named_parameters():
+            if "lora_" not in n:
+                out[f"{head}.{n}"] = p.detach().cpu().contiguous().clone()
+    return out
+
+
+def load_detector_heads(detector: torch.nn.Module, path: Path) -> int:
+    """Copy a saved ``oncoseg_detector_heads.safetensors`` into ``detector``; ``ModelError`` if a tensor does not fit.
+    Returns the number of tensors loaded."""
+    from safetensors.torch import load_file
+
+    params = dict(detector.named_parameters())
+    state = load_file(str(path))
+    bad = [k for k, v in state.items() if k not in params or params[k].shape != v.shape]
+    if bad:
+        raise ModelError(f"{path}: detector heads do not fit this model (e.g. {bad[:3]})",
+                         "use an adapter trained on the same base model")
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v.to(params[k].device, params[k].dtype))
+    return len(state)
+
+
+def _forward_detector(model: torch.nn.Module, batch: Batch, device: torch.device, image_size: int,
+                      tokens: dict[str, torch.Tensor]) -> Any:
+    """Detector forward of a text batch; ``pred_masks`` upsampled to (B, Q, S, S) (bilinear)."""
+    out = model("detector", pixel_values=batch.pixel_values.to(device), **tokens)
+    masks = F.interpolate(out.pred_masks.float(), size=(image_size, image_size), mode="bilinear",
+                          align_corners=False)
+    return masks, out.pred_logits.float(), out.presence_logits.float()
+
+
 def _forward_logits(model: torch.nn.Module, batch: Batch, device: torch.device, image_size: int) -> torch.Tensor:
     kw: dict[str, Any] = {"pixel_values": batch.pixel_values.to(device), "multimask_output": False}
     if batch.input_boxes is not None:
@@ -173,10 +244,14 @@ def _forward_logits(model: torch.nn.Module, batch: Batch, device: torch.device, 
     if batch.input_points is not None:
         kw["input_points"] = batch.input_points.to(device)
         kw["input_labels"] = batch.input_labels.to(device)
-    out = model(**kw)
+    out = model("tracker", **kw) if _is_joint(model) else model(**kw)
     low = out.pred_masks[:, 0, 0]  # (B, L, L) logits, single mask
     return F.interpolate(low[:, None].float(), size=(image_size, image_size), mode="bilinear",
                          align_corners=False)[:, 0]
+
+
+def _is_joint(model: torch.nn.Module) -> bool:
+    return isinstance(getattr(model, "module", model), JointModel)
 
 
 def _amp_ctx(spec: TrainSpec, device: torch.device):
@@ -197,6 +272,24 @@ def evaluate_batches(model: torch.nn.Module, batches: list[Batch], device: torch
         for b in batches:
             logits = _forward_logits(model, b, device, image_size)
             scores.append(batch_dice(logits.float(), b.targets.to(device)).cpu())
+    model.train(was)
+    return float(torch.cat(scores).mean()) if scores else 0.0
+
+
+def evaluate_text_batches(model: torch.nn.Module, batches: list[Batch], device: torch.device, image_size: int,
+                          spec: TrainSpec, tokenize: Any) -> float:
+    """Mean hard Dice of text prompts: the union of the detections scoring >= 0.5 (sigmoid(logit) x
+    sigmoid(presence)) against the concept's mask, over validation batches (eval mode, no grad)."""
+    from OncoSegLib.training.text_loss import detections_union
+
+    was = model.training
+    model.eval()
+    scores = []
+    with torch.no_grad(), _amp_ctx(spec, device):
+        for b in batches:
+            masks, logits, pres = _forward_detector(model, b, device, image_size, tokenize(b.texts))
+            union = detections_union(masks, logits, pres)
+            scores.append(batch_dice(union, b.targets.to(device)).cpu())
     model.train(was)
     return float(torch.cat(scores).mean()) if scores else 0.0
 
@@ -352,7 +445,23 @@ class Trainer:
         else:
             peft_model = apply_lora(bundle.tracker, cfg.lora.settings())
         peft_model.to(device)
+        self.detector_params: list[torch.nn.Parameter] = []
+        self.text_on = self.text_enabled(bundle)
+        if self.text_on:
+            self.detector_params = prepare_detector(bundle.detector, list(cfg.lora.detector_heads))
+            heads_file = Path(start_adapter) / DETECTOR_HEADS_FILE if start_adapter is not None else None
+            if heads_file is not None and heads_file.is_file():
+                load_detector_heads(bundle.detector, heads_file)
         return bundle, peft_model
+
+    def text_enabled(self, bundle: Any) -> bool:
+        """Text prompts are trained when ``prompts.text > 0``; the model must then have a detector + tokenizer."""
+        if self.cfg.prompts.text <= 0:
+            return False
+        if not getattr(bundle, "has_text", False):
+            raise ModelError("prompts.text > 0 but the base model has no text detector (Sam3Model + tokenizer)",
+                             "use a full SAM3 checkpoint (or source: tiny), or set prompts.text to 0")
+        return True
 
     def _run_phase(self, n: int, phase: PhaseSpec, device: torch.device, prev_adapter: Path | None) -> PhaseResult:
         from OncoSegLib.models.lora import save_adapter
@@ -391,17 +500,28 @@ class Trainer:
         train_cache = CaseCache(train_cases, capacity=16)
         train_index = SliceIndex.build(train_cache)
         val_cache = CaseCache(val_cases, capacity=16)
-        sampler = Sampler(train_cache, train_index, s, cfg.prompts, cfg.seed, phase=n)
-        val_sampler = Sampler(val_cache, SliceIndex.build(val_cache), s, cfg.prompts, cfg.seed + 7, phase=n)
+        text = self.text_on
+        sampler = Sampler(train_cache, train_index, s, cfg.prompts, cfg.seed, phase=n, allow_text=text)
+        val_sampler = Sampler(val_cache, SliceIndex.build(val_cache), s, cfg.prompts, cfg.seed + 7, phase=n,
+                              allow_text=text)
         val_batches = val_sampler.validation_batches(spec.val_samples, spec.batch_size)
+        text_val = val_sampler.text_validation_batches(spec.val_samples, spec.batch_size) if text else []
+        tokenize = bundle.tokenize if text else None
+        eval_model: torch.nn.Module = JointModel(peft_model, bundle.detector) if text else peft_model
 
-        model: torch.nn.Module = peft_model
+        def validate() -> tuple[float, float | None]:
+            vd = evaluate_batches(eval_model, val_batches, device, s, spec)
+            if not text:
+                return vd, None
+            return vd, evaluate_text_batches(eval_model, text_val, device, s, spec, tokenize)
+
+        model: torch.nn.Module = eval_model
         if d.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            model = DDP(peft_model, device_ids=[device.index] if device.type == "cuda" else None,
+            model = DDP(eval_model, device_ids=[device.index] if device.type == "cuda" else None,
                         find_unused_parameters=True)
-        params = [p for p in peft_model.parameters() if p.requires_grad]
+        params = [p for p in peft_model.parameters() if p.requires_grad] + self.detector_params
         if not params:
             raise ModelError("nothing to train: no LoRA layer or trainable head", "check the lora block")
         opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
@@ -413,10 +533,12 @@ class Trainer:
                                  "elapsed_s": 0.0}
         best_state: dict[str, torch.Tensor] | None = None
         if (ck_dir / "state.json").is_file():
-            state, best_state = _load_checkpoint(ck_dir, peft_model, opt, sched)
+            state, best_state = _load_checkpoint(ck_dir, eval_model, opt, sched)
             log.info("phase %s: resumed at step %d", phase.name, state["step"])
         if state["initial_val_dice"] is None:
-            state["initial_val_dice"] = evaluate_batches(peft_model, val_batches, device, s, spec)
+            vd, vt = validate()
+            state["initial_val_dice"] = vd if vt is None else 0.5 * (vd + vt)
+            state["initial_val_box_dice"], state["initial_val_text_dice"] = vd, vt
 
         show = (self.progress if self.progress is not None else spec.progress) and d.is_main
         bar = None
@@ -432,20 +554,26 @@ class Trainer:
         while state["step"] < spec.max_steps and not state["stopped_early"]:
             step = state["step"]
             opt.zero_grad(set_to_none=True)
-            sums = {"loss": 0.0, "dice": 0.0, "focal": 0.0, "train_dice": 0.0}
+            sums = {"loss": 0.0, "dice": 0.0, "focal": 0.0, "train_dice": 0.0, "text": 0.0}
+            kinds = set()
             for m in range(accum):
                 g = step * accum * world + m * world + d.rank
                 batch = sampler.micro_batch(g, spec.batch_size)
+                kinds.add(batch.kind)
                 sync = (m == accum - 1) or not d.enabled
                 ctx = model.no_sync() if (d.enabled and not sync) else _null()
                 with ctx:
-                    with _amp_ctx(spec, device):
-                        logits = _forward_logits(model, batch, device, s)
-                    losses = segmentation_loss(logits.float(), batch.targets.to(device), batch.modalities)
+                    if batch.kind == "text":
+                        logits, losses = self._text_step(model, batch, device, s, spec, tokenize)
+                    else:
+                        with _amp_ctx(spec, device):
+                            logits = _forward_logits(model, batch, device, s)
+                        losses = segmentation_loss(logits.float(), batch.targets.to(device), batch.modalities)
                     (losses["loss"] / accum).backward()
                 sums["loss"] += float(losses["loss"].detach()) / accum
-                sums["dice"] += float(losses["dice"]) / accum
-                sums["focal"] += float(losses["focal"]) / accum
+                sums["dice"] += float(losses.get("dice", 0.0)) / accum
+                sums["focal"] += float(losses.get("focal", 0.0)) / accum
+                sums["text"] += float(losses["loss"].detach()) / accum if batch.kind == "text" else 0.0
                 sums["train_dice"] += float(batch_dice(logits.detach().float(),
                                                        batch.targets.to(device)).mean()) / accum
             if spec.grad_clip and spec.grad_clip > 0:
@@ -457,13 +585,17 @@ class Trainer:
             row = {"phase": phase.name, "step": step, "epoch": round(epoch, 4),
                    "lr": opt.param_groups[0]["lr"], "loss": sums["loss"], "loss_dice": sums["dice"],
                    "loss_focal": sums["focal"], "train_dice": sums["train_dice"], "val_dice": "",
-                   "elapsed_s": round(time.perf_counter() - t_start, 2)}
+                   "elapsed_s": round(time.perf_counter() - t_start, 2), "kind": "+".join(sorted(kinds)),
+                   "loss_text": sums["text"] if "text" in kinds else "", "val_text_dice": ""}
             if step % max(1, spec.eval_every) == 0 or step == spec.max_steps:
-                vd = evaluate_batches(peft_model, val_batches, device, s, spec)
+                vd, vt = validate()
                 row["val_dice"] = vd
+                if vt is not None:  # selection score: mean of box-prompt and text-prompt validation Dice
+                    row["val_text_dice"] = vt
+                    vd = 0.5 * (vd + vt)
                 if vd > state["best_val_dice"] + 1e-6:
                     state["best_val_dice"], state["best_step"], state["bad_evals"] = vd, step, 0
-                    best_state = _state_of(peft_model)
+                    best_state = _state_of(eval_model)
                 else:
                     state["bad_evals"] += 1
                     if state["bad_evals"] >= spec.patience:
@@ -476,7 +608,7 @@ class Trainer:
             cancelled = self.cancel is not None and self.cancel.cancelled
             if d.is_main and (step % max(1, spec.checkpoint_every) == 0 or cancelled):
                 state["history"] = rows
-                _save_checkpoint(ck_dir, peft_model, opt, sched, state, best_state)
+                _save_checkpoint(ck_dir, eval_model, opt, sched, state, best_state)
                 _write_metrics(phase_dir, rows, self._summary(phase, state))
             if cancelled:
                 if bar is not None:
@@ -485,7 +617,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         if best_state is not None:
-            _load_state(peft_model, best_state)
+            _load_state(eval_model, best_state)
         state["history"] = rows
         summary = self._summary(phase, state)
         summary["adapter_dir"] = str(adapter_dir)
@@ -494,6 +626,11 @@ class Trainer:
             if tmp_adapter.exists():
                 shutil.rmtree(tmp_adapter)
             save_adapter(peft_model, tmp_adapter)
+            if text:
+                from safetensors.torch import save_file
+
+                save_file(detector_heads_state(bundle.detector, list(cfg.lora.detector_heads)),
+                          str(tmp_adapter / DETECTOR_HEADS_FILE))
             atomic_write_text(tmp_adapter / "training_metrics.json", json.dumps(summary, indent=2))
             if adapter_dir.exists():
                 shutil.rmtree(adapter_dir)
@@ -506,10 +643,27 @@ class Trainer:
                            adapter_dir=str(adapter_dir), initial_val_dice=float(state["initial_val_dice"]))
 
     @staticmethod
+    def _text_step(model: torch.nn.Module, batch: Batch, device: torch.device, s: int, spec: TrainSpec,
+                   tokenize: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One text micro-batch: detector forward + set-prediction loss (``text_loss``); returns the union of the
+        kept detections (for train Dice) and the losses."""
+        from OncoSegLib.training.text_loss import detections_union, text_detection_loss
+
+        with _amp_ctx(spec, device):
+            masks, logits, pres = _forward_detector(model, batch, device, s, tokenize(batch.texts))
+        losses = text_detection_loss(masks, logits, pres, batch.instances or [], batch.present or [],
+                                     batch.modalities)
+        return detections_union(masks.detach(), logits.detach(), pres.detach()), losses
+
+    @staticmethod
     def _summary(phase: PhaseSpec, state: dict[str, Any]) -> dict[str, Any]:
         return {"phase": phase.name, "name": phase.name, "steps": state["step"],
                 "best_val_dice": state["best_val_dice"], "best_step": state["best_step"],
                 "stopped_early": state["stopped_early"], "initial_val_dice": state["initial_val_dice"],
+                "initial_val_box_dice": state.get("initial_val_box_dice"),
+                "initial_val_text_dice": state.get("initial_val_text_dice"),
+                "selection": "mean of box and text validation Dice" if state.get("initial_val_text_dice")
+                is not None else "box validation Dice",
                 "adapter_dir": "", "elapsed_s": round(float(state.get("elapsed_s", 0.0)), 2)}
 
 
@@ -548,6 +702,9 @@ def export_model(cfg: TrainConfig, adapter_dir: Path, out_dir: Path, device: tor
         raise ModelError("export needs the full model (tracker + video tracker + detector)",
                          "train from a full SAM3 checkpoint, or export components: [tracker]")
     load_adapter(bundle, adapter_dir, merge=True)
+    heads_file = Path(adapter_dir) / DETECTOR_HEADS_FILE
+    if heads_file.is_file() and bundle.detector is not None:
+        load_detector_heads(bundle.detector, heads_file)
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.part"
     if tmp.exists():
@@ -561,12 +718,15 @@ def export_model(cfg: TrainConfig, adapter_dir: Path, out_dir: Path, device: tor
                                tracker_config=bundle.video.config.to_dict())
         vcfg.save_pretrained(tmp)
         sd = facebook_state_dict(bundle.video, bundle.detector)
+        if cfg.export_dtype == "float16":  # halves the file; load_bundle casts back to float32
+            sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if bundle.tokenizer is not None:
             bundle.tokenizer.save_pretrained(tmp)
     info = {"name": cfg.name, "demo_model": cfg.name == "demo", "trained_with": "oncoseg train",
             "config": str(cfg.source_path) if cfg.source_path else None, "base": cfg.model.source,
-            "image_size": int(bundle.image_size), "lora": cfg.lora.__dict__,
+            "image_size": int(bundle.image_size), "lora": cfg.lora.__dict__, "text": bundle.detector is not None
+            and not tracker_only, "weights_dtype": cfg.export_dtype, "prompts": cfg.prompts.__dict__,
             "components": sorted(cfg.export_components),
             "phases": [p.name for p in cfg.phases]}
     metrics = sorted((cfg.output_dir / "phases").glob("*/metrics.json"))
