@@ -196,3 +196,65 @@ def test_missing_model_path_says_so(home, tmp_path):
         load_bundle(tmp_path / "nope" / "model", device="cpu")
     with pytest.raises(ModelError, match="does not exist"):
         registry.resolve(str(tmp_path / "missing.ckpt"))
+
+
+# ------------------------------------------------------------------ text-trained adapters: detector heads
+DET_HEADS = ["detr_encoder", "detr_decoder", "mask_decoder", "dot_product_scoring"]  # the trainer's default
+
+
+def _detect(bundle):
+    x = torch.linspace(-1, 1, 3 * 112 * 112).reshape(1, 3, 112, 112).flip(-1)
+    with torch.no_grad():
+        out = bundle.detector(pixel_values=x, **bundle.tokenize("liver"))
+    return out.pred_logits.clone(), out.pred_masks.clone()
+
+
+def _text_trained_adapter(ckpt, out):
+    """An adapter folder written the way the trainer writes one (peft + detector heads), heads perturbed."""
+    from OncoSegLib.models.lora import LoraSettings, apply_lora, save_adapter, save_detector_heads
+
+    b = load_bundle(ckpt, device="cpu")
+    pm = apply_lora(b.tracker, LoraSettings(r=4, alpha=8, target=("qkv", "proj")))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for h in DET_HEADS:
+            for p in b.detector.get_submodule(h).parameters():
+                p.add_(0.2 * torch.randn(p.shape, generator=g))
+    save_adapter(pm, out)
+    save_detector_heads(b.detector, DET_HEADS, out)
+    return _detect(b)
+
+
+def test_text_trained_adapter_loads_its_detector_heads(ckpt, tmp_path):
+    """Oracle: the perturbed detector that was saved. Before the fix load_bundle(adapter=...) ignored the file and
+    the detector kept the base (here: un-perturbed) heads."""
+    want_logits, want_masks = _text_trained_adapter(ckpt, tmp_path / "adapter")
+    base_logits, _ = _detect(load_bundle(ckpt, device="cpu"))
+    assert not torch.allclose(base_logits, want_logits, atol=1e-3)  # the perturbation shows in the output
+    for merge in (False, True):
+        got_logits, got_masks = _detect(load_bundle(ckpt, device="cpu", adapter=tmp_path / "adapter",
+                                                    merge_adapter=merge))
+        torch.testing.assert_close(got_logits, want_logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got_masks, want_masks, rtol=1e-4, atol=1e-4)
+    # a tracker-only load has no detector: the heads are not needed, loading works
+    assert load_bundle(ckpt, device="cpu", components=("tracker",), adapter=tmp_path / "adapter").detector is None
+
+
+def test_detector_heads_that_do_not_fit_are_refused(ckpt, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from OncoSegLib.models.lora import DETECTOR_HEADS_FILE
+
+    _text_trained_adapter(ckpt, tmp_path / "adapter")
+    f = tmp_path / "adapter" / DETECTOR_HEADS_FILE
+    full = load_file(str(f))
+    name = next(k for k in full if k.startswith("detr_decoder."))
+    for label, state, meta in [
+        ("missing", {k: v for k, v in full.items() if k != name}, {"heads": json.dumps(DET_HEADS)}),
+        ("missing", {k: v for k, v in full.items() if k != name}, None),  # heads inferred from the tensor names
+        ("unexpected", {**full, "detr_decoder.not_a_weight": torch.zeros(2)}, None),
+        ("unexpected", {**full, name: torch.zeros(1, 2, 3)}, None),  # wrong shape
+    ]:
+        save_file(state, str(f), metadata=meta)
+        with pytest.raises(ModelError, match=label):
+            load_bundle(ckpt, device="cpu", adapter=tmp_path / "adapter")

@@ -4,7 +4,9 @@ Onco-Seg trains r=16, alpha=32, dropout 0.1 on attention; its target names "qkv"
 which are ``q_proj``/``k_proj``/``v_proj`` and ``o_proj`` in transformers (CLIP text: ``out_proj``). ``scope="vision"``
 restricts LoRA to the SAM3 ViT (``vision_encoder.backbone``); ``"all"`` puts it on every matching attention layer.
 ``trainable_heads`` names submodules trained in full (e.g. ``mask_decoder``); they are saved beside the peft adapter
-in ``oncoseg_heads.safetensors``.
+in ``oncoseg_heads.safetensors``. Text training also trains ``Sam3Model`` detector heads in full; they are saved as
+``oncoseg_detector_heads.safetensors`` (:func:`save_detector_heads`) and ``load_adapter`` puts them into
+``bundle.detector`` (refusing missing or unexpected tensors).
 
 Because the bundle's backends share module objects (see ``bundle.py``), LoRA injected into the tracker's ViT also
 acts in the video tracker and the detector.
@@ -13,6 +15,7 @@ acts in the video tracker and the detector.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -27,6 +30,8 @@ from OncoSegLib.errors import ModelError
 META_NAMES: dict[str, tuple[str, ...]] = {"qkv": ("q_proj", "k_proj", "v_proj"), "proj": ("o_proj",)}
 SETTINGS_FILE = "oncoseg_lora.json"
 HEADS_FILE = "oncoseg_heads.safetensors"
+DETECTOR_HEADS_FILE = "oncoseg_detector_heads.safetensors"  # text training: detector heads trained in full
+log = logging.getLogger(__name__)
 SCOPES = {"vision": r"vision_encoder\.backbone\.", "all": r""}
 
 
@@ -196,6 +201,13 @@ def load_adapter(target: Any, adapter_dir: str | os.PathLike, merge: bool = Fals
                              "use an adapter trained on the same base model")
         if is_trainable:
             _set_heads_trainable(peft_model, settings.trainable_heads)
+    det_file = adir / DETECTOR_HEADS_FILE
+    if bundle is not None and det_file.is_file():
+        if bundle.detector is None:
+            log.info("adapter %s carries trained detector heads; the detector is not loaded, so they are unused",
+                     adir)
+        else:
+            load_detector_heads(bundle.detector, det_file)
     if merge:
         merged = peft_model.merge_and_unload()
         if bundle is not None:
@@ -225,6 +237,71 @@ def _load_heads(base: nn.Module, heads: dict[str, torch.Tensor]) -> list[str]:
         with torch.no_grad():
             target.copy_(value.to(target.device, target.dtype))
     return missing
+
+
+def detector_heads_state(detector: nn.Module, heads: list[str] | tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The detector heads' tensors (names relative to the detector, LoRA tensors excluded), CPU copies."""
+    out: dict[str, torch.Tensor] = {}
+    for head in heads:
+        try:
+            module = detector.get_submodule(head)
+        except AttributeError:
+            raise ModelError(f"detector head '{head}' does not exist in {type(detector).__name__}",
+                             "name Sam3Model submodules such as detr_decoder, mask_decoder, dot_product_scoring")\
+                from None
+        for n, p in module.named_parameters():
+            if "lora_" not in n:
+                out[f"{head}.{n.replace('.base_layer', '')}"] = p.detach().cpu().contiguous().clone()
+    return out
+
+
+def save_detector_heads(detector: nn.Module, heads: list[str] | tuple[str, ...], adapter_dir: str | os.PathLike
+                        ) -> Path:
+    """Write ``oncoseg_detector_heads.safetensors`` into ``adapter_dir`` (atomically); the head names go into the
+    file's metadata so that loading can check that every tensor of every head is there."""
+    from safetensors.torch import save_file
+
+    from OncoSegLib.io.atomic import atomic_path
+
+    path = Path(adapter_dir) / DETECTOR_HEADS_FILE
+    with atomic_path(path) as tmp:
+        save_file(detector_heads_state(detector, heads), str(tmp),
+                  metadata={"format": "pt", "heads": json.dumps(list(heads))})
+    return path
+
+
+def load_detector_heads(detector: nn.Module, path: str | os.PathLike) -> int:
+    """Copy a saved ``oncoseg_detector_heads.safetensors`` into ``detector`` (a ``Sam3Model``).
+
+    Refuses (``ModelError``, nothing copied) when a tensor is unknown to the detector or has another shape
+    (unexpected), or when a parameter of a saved head is absent from the file (missing: that part of the head would
+    stay untrained). The heads are the file's ``heads`` metadata, or else the top-level modules its tensors name.
+    Returns the number of tensors loaded.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    state = load_file(str(path))
+    params: dict[str, torch.nn.Parameter] = {}
+    for n, p in detector.named_parameters():
+        if "lora_" not in n:
+            params[n.replace(".base_layer", "")] = p
+    heads = json.loads(meta["heads"]) if "heads" in meta else sorted({k.split(".", 1)[0] for k in state})
+    unexpected = sorted(k for k, v in state.items() if k not in params or tuple(params[k].shape) != tuple(v.shape))
+    missing = sorted(n for n in params if any(n.startswith(f"{h}.") for h in heads) and n not in state)
+    if unexpected or missing or not state:
+        what = (f"{len(unexpected)} unexpected or mis-shaped (e.g. {unexpected[:3]})" if unexpected else "") + \
+               ("; " if unexpected and missing else "") + \
+               (f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "") + ("empty file" if not state else "")
+        raise ModelError(f"{path}: detector heads do not fit this model: {what}",
+                         "use an adapter trained on the same base model (and the same lora.detector_heads)")
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v.to(params[k].device, params[k].dtype))
+    return len(state)
 
 
 def merge(peft_model: Any) -> nn.Module:

@@ -42,6 +42,12 @@ import torch.nn.functional as F
 from OncoSegLib.cancel import CancelToken
 from OncoSegLib.errors import InputError, ModelError
 from OncoSegLib.io.atomic import atomic_path, atomic_write_text
+from OncoSegLib.models.lora import (  # one implementation, also used by load_adapter  # noqa: F401
+    DETECTOR_HEADS_FILE,
+    detector_heads_state,
+    load_detector_heads,
+    save_detector_heads,
+)
 from OncoSegLib.training.config import PhaseSpec, TrainConfig, TrainSpec
 from OncoSegLib.training.datasets import CaseCache, SliceIndex, build_cases
 from OncoSegLib.training.losses import batch_dice, segmentation_loss
@@ -52,7 +58,6 @@ log = logging.getLogger(__name__)
 DONE_FILE = "DONE"
 METRIC_FIELDS = ["phase", "step", "epoch", "lr", "loss", "loss_dice", "loss_focal", "train_dice", "val_dice",
                  "elapsed_s", "kind", "loss_text", "val_text_dice"]
-DETECTOR_HEADS_FILE = "oncoseg_detector_heads.safetensors"
 
 
 # ---------------------------------------------------------------------------------------------- distributed
@@ -199,33 +204,6 @@ def prepare_detector(detector: torch.nn.Module, heads: list[str]) -> list[torch.
                 p.requires_grad_(True)
                 out.append(p)
     return out
-
-
-def detector_heads_state(detector: torch.nn.Module, heads: list[str]) -> dict[str, torch.Tensor]:
-    """The trained detector heads' tensors (names relative to the detector), CPU copies."""
-    out: dict[str, torch.Tensor] = {}
-    for head in heads:
-        for n, p in detector.get_submodule(head).named_parameters():
-            if "lora_" not in n:
-                out[f"{head}.{n}"] = p.detach().cpu().contiguous().clone()
-    return out
-
-
-def load_detector_heads(detector: torch.nn.Module, path: Path) -> int:
-    """Copy a saved ``oncoseg_detector_heads.safetensors`` into ``detector``; ``ModelError`` if a tensor does not fit.
-    Returns the number of tensors loaded."""
-    from safetensors.torch import load_file
-
-    params = dict(detector.named_parameters())
-    state = load_file(str(path))
-    bad = [k for k, v in state.items() if k not in params or params[k].shape != v.shape]
-    if bad:
-        raise ModelError(f"{path}: detector heads do not fit this model (e.g. {bad[:3]})",
-                         "use an adapter trained on the same base model")
-    with torch.no_grad():
-        for k, v in state.items():
-            params[k].copy_(v.to(params[k].device, params[k].dtype))
-    return len(state)
 
 
 def _forward_detector(model: torch.nn.Module, batch: Batch, device: torch.device, image_size: int,
@@ -627,10 +605,7 @@ class Trainer:
                 shutil.rmtree(tmp_adapter)
             save_adapter(peft_model, tmp_adapter)
             if text:
-                from safetensors.torch import save_file
-
-                save_file(detector_heads_state(bundle.detector, list(cfg.lora.detector_heads)),
-                          str(tmp_adapter / DETECTOR_HEADS_FILE))
+                save_detector_heads(bundle.detector, list(cfg.lora.detector_heads), tmp_adapter)
             atomic_write_text(tmp_adapter / "training_metrics.json", json.dumps(summary, indent=2))
             if adapter_dir.exists():
                 shutil.rmtree(adapter_dir)
@@ -701,10 +676,7 @@ def export_model(cfg: TrainConfig, adapter_dir: Path, out_dir: Path, device: tor
     if not tracker_only and (bundle.video is None or bundle.detector is None):
         raise ModelError("export needs the full model (tracker + video tracker + detector)",
                          "train from a full SAM3 checkpoint, or export components: [tracker]")
-    load_adapter(bundle, adapter_dir, merge=True)
-    heads_file = Path(adapter_dir) / DETECTOR_HEADS_FILE
-    if heads_file.is_file() and bundle.detector is not None:
-        load_detector_heads(bundle.detector, heads_file)
+    load_adapter(bundle, adapter_dir, merge=True)  # also loads oncoseg_detector_heads.safetensors into the detector
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.part"
     if tmp.exists():
