@@ -194,3 +194,25 @@ def make_roi_specs(labels: np.ndarray, rois: Sequence[RoiSpec] | None = None,
         out.append(RoiSpec(label=int(r.label), name=name, color=col,  # type: ignore[arg-type]
                            interpreted_type=normalise_type(typ, name), description=r.description))
     return out
+
+
+def prepare_labels(labels: np.ndarray, ref_shape_kji: tuple[int, int, int], rois: Sequence[RoiSpec] | None = None,
+                   names: Sequence[str] | None = None, colors: Sequence | None = None,
+                   types: Sequence[str] | None = None) -> tuple[np.ndarray, bool, list[RoiSpec]]:
+    """Check a (K, J, I) label map or an (N, K, J, I) mask stack against the series grid and build its ROI specs.
+
+    Returns ``(labels, is_stack, specs)``: integer labels (or the untouched stack) on the series' (K, J, I) grid.
+    Raises InputError when the shape does not match the series or the labels are not whole numbers.
+    """
+    from OncoSegLib.io.labels import integer_labels
+
+    lab = np.asarray(labels)
+    stack = lab.ndim == 4
+    if lab.dtype == bool and not stack:
+        lab = lab.view(np.uint8)
+    if lab.ndim not in (3, 4) or tuple(lab.shape[-3:]) != tuple(ref_shape_kji):
+        raise InputError(f"label map shape {tuple(lab.shape)} does not match the series (K, J, I) = "
+                         f"{tuple(ref_shape_kji)}", "the label map must be on the series' voxel grid")
+    if not stack:
+        lab = integer_labels(lab)
+    return lab, stack, make_roi_specs(lab, rois, names, colors, types)

@@ -38,9 +38,8 @@ from OncoSegLib.cancel import CancelToken
 from OncoSegLib.errors import InputError
 from OncoSegLib.export.contours import rasterize_slice, trace_slice
 from OncoSegLib.export.reference import ReferenceSeries, load_reference
-from OncoSegLib.export.roi import RoiSpec, character_set_for, make_roi_specs
+from OncoSegLib.export.roi import RoiSpec, character_set_for, prepare_labels
 from OncoSegLib.io.atomic import atomic_path
-from OncoSegLib.io.labels import integer_labels
 from OncoSegLib.io.volume import Volume
 
 __all__ = ["write_rtstruct", "read_rtstruct", "read_rtstruct_masks", "RoiSpec", "RT_STRUCTURE_SET_STORAGE"]
@@ -183,16 +182,7 @@ def write_rtstruct(
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists", "choose another name or pass --overwrite")
     ref = series if isinstance(series, ReferenceSeries) else load_reference(series, series_uid)
-    lab = np.asarray(labels)
-    stack = lab.ndim == 4
-    if lab.dtype == bool and not stack:
-        lab = lab.view(np.uint8)
-    if lab.ndim not in (3, 4) or tuple(lab.shape[-3:]) != ref.shape_kji:
-        raise InputError(f"label map shape {tuple(lab.shape)} does not match the series (K, J, I) = "
-                         f"{ref.shape_kji}", "the label map must be on the series' voxel grid")
-    if not stack:
-        lab = integer_labels(lab)
-    specs = make_roi_specs(lab, rois, names, colors, types)
+    lab, stack, specs = prepare_labels(labels, ref.shape_kji, rois, names, colors, types)
     if algorithm not in ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"):
         raise InputError(f"unknown ROI generation algorithm {algorithm!r}", "use AUTOMATIC, SEMIAUTOMATIC or MANUAL")
 

@@ -24,10 +24,9 @@ from OncoSegLib import __version__
 from OncoSegLib.errors import InputError
 from OncoSegLib.export.labelmap_io import place_on_grid
 from OncoSegLib.export.reference import ReferenceSeries, load_reference
-from OncoSegLib.export.roi import RoiSpec, character_set_for, make_roi_specs
+from OncoSegLib.export.roi import RoiSpec, character_set_for, prepare_labels
 from OncoSegLib.export.rtstruct import copied_texts
 from OncoSegLib.io.atomic import atomic_path
-from OncoSegLib.io.labels import integer_labels
 from OncoSegLib.io.volume import Volume
 
 __all__ = ["write_seg", "read_seg", "segment_codes"]
@@ -104,16 +103,7 @@ def write_seg(
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists", "choose another name or pass --overwrite")
     ref = series if isinstance(series, ReferenceSeries) else load_reference(series, series_uid)
-    lab = np.asarray(labels)
-    stack = lab.ndim == 4
-    if lab.dtype == bool and not stack:
-        lab = lab.view(np.uint8)
-    if lab.ndim not in (3, 4) or tuple(lab.shape[-3:]) != ref.shape_kji:
-        raise InputError(f"label map shape {tuple(lab.shape)} does not match the series (K, J, I) = "
-                         f"{ref.shape_kji}", "the label map must be on the series' voxel grid")
-    if not stack:
-        lab = integer_labels(lab)
-    specs = make_roi_specs(lab, rois, names, colors, types)
+    lab, stack, specs = prepare_labels(labels, ref.shape_kji, rois, names, colors, types)
     if stack:  # (N, K, J, I) masks -> (K, J, I, segments), overlaps kept
         seg_array = np.stack([lab[s.label - 1] != 0 for s in specs], axis=-1)
     else:  # label values -> segment numbers 1..N (labels not in specs -> 0)

@@ -242,6 +242,18 @@ def _load_heads(base: nn.Module, heads: dict[str, torch.Tensor]) -> list[str]:
 def detector_heads_state(detector: nn.Module, heads: list[str] | tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The detector heads' tensors (names relative to the detector, LoRA tensors excluded), CPU copies."""
     out: dict[str, torch.Tensor] = {}
+    for head, n, p in detector_head_parameters(detector, heads):
+        out[f"{head}.{n.replace('.base_layer', '')}"] = p.detach().cpu().contiguous().clone()
+    return out
+
+
+def detector_head_parameters(detector: nn.Module, heads: list[str] | tuple[str, ...]
+                             ) -> list[tuple[str, str, nn.Parameter]]:
+    """(head, parameter name within the head, parameter) for each non-LoRA parameter of the named detector heads.
+
+    Raises ModelError naming a head that is not a submodule of the detector.
+    """
+    out: list[tuple[str, str, nn.Parameter]] = []
     for head in heads:
         try:
             module = detector.get_submodule(head)
@@ -249,9 +261,7 @@ def detector_heads_state(detector: nn.Module, heads: list[str] | tuple[str, ...]
             raise ModelError(f"detector head '{head}' does not exist in {type(detector).__name__}",
                              "name Sam3Model submodules such as detr_decoder, mask_decoder, dot_product_scoring")\
                 from None
-        for n, p in module.named_parameters():
-            if "lora_" not in n:
-                out[f"{head}.{n.replace('.base_layer', '')}"] = p.detach().cpu().contiguous().clone()
+        out.extend((head, n, p) for n, p in module.named_parameters() if "lora_" not in n)
     return out
 
 

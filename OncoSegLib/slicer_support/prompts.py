@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from OncoSegLib.errors import InputError
+from OncoSegLib.prompts import TextPrompt  # one text-prompt type for the engine and the Slicer prompt store
 from OncoSegLib.slicer_support.geometry import check_axis
 
 SCHEMA_VERSION = 1
@@ -51,15 +52,6 @@ class ScribblePrompt:
     points_ijk: tuple[tuple[int, int, int], ...]
     positive: bool = True
     axis: str = "axial"
-
-
-@dataclass(frozen=True)
-class TextPrompt:
-    """A text prompt ("liver tumor") evaluated on slice ``index`` along ``axis`` (None: the middle slice)."""
-
-    text: str
-    axis: str = "axial"
-    index: int | None = None
 
 
 @dataclass

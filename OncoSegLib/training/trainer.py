@@ -191,18 +191,12 @@ def prepare_detector(detector: torch.nn.Module, heads: list[str]) -> list[torch.
     for n, p in detector.named_parameters():
         if "lora_" not in n:
             p.requires_grad_(False)
+    from OncoSegLib.models.lora import detector_head_parameters
+
     out: list[torch.nn.Parameter] = []
-    for head in heads:
-        try:
-            module = detector.get_submodule(head)
-        except AttributeError:
-            raise ModelError(f"detector head '{head}' does not exist in {type(detector).__name__}",
-                             "name Sam3Model submodules such as detr_decoder, mask_decoder, dot_product_scoring")\
-                from None
-        for n, p in module.named_parameters():
-            if "lora_" not in n:
-                p.requires_grad_(True)
-                out.append(p)
+    for _head, _name, p in detector_head_parameters(detector, heads):
+        p.requires_grad_(True)
+        out.append(p)
     return out
 
 
