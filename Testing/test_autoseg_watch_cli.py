@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from validators import require_tool  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from autoseg_support import TextBandPredictor, dice, protocol_dict, truth_masks, write_phantom_series  # noqa: E402
@@ -229,11 +230,10 @@ def test_end_to_end_with_the_real_tiny_model(tmp_path):
         assert liver["voxels"] > 0 and liver["volume_ml"] > 0 and 0.0 <= liver["score"] <= 1.0
         ds = pydicom.dcmread(out / "rtstruct.dcm")
         assert [r.ROIName for r in ds.StructureSetROISequence] == ["Liver"]
-        if shutil.which("dciodvfy"):
-            res = subprocess.run(["dciodvfy", "-new", str(out / "rtstruct.dcm")], capture_output=True, text=True,
-                                 timeout=120)
-            errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
-            assert errors == []
+        res = subprocess.run([require_tool("dciodvfy"), "-new", str(out / "rtstruct.dcm")], capture_output=True,
+                             text=True, timeout=120)
+        errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+        assert errors == []
     else:
         assert not (out / "rtstruct.dcm").exists()
     import nibabel as nib

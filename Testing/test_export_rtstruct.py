@@ -18,7 +18,7 @@ import pytest
 from matplotlib.path import Path as MplPath
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export_helpers import (GEOMETRIES, HAVE_DCENTVFY, HAVE_DCIODVFY, HAVE_DRTDUMP,  # noqa: E402
+from export_helpers import (GEOMETRIES,  # noqa: E402
                             dcentvfy_problems, dciodvfy_problems, dice, drtdump_problems, make_ct,
                             make_structures, need_plastimatch, plastimatch_masks)
 
@@ -52,15 +52,10 @@ def _plane_coords(ds: pydicom.Dataset, vol) -> dict:
 
 
 def test_validators_clean(case) -> None:
-    if not (HAVE_DCIODVFY or HAVE_DCENTVFY or HAVE_DRTDUMP):
-        pytest.skip("dicom3tools and dcmtk not installed")
     problems = []
-    if HAVE_DCIODVFY:
-        problems += dciodvfy_problems(case["rt"])
-    if HAVE_DCENTVFY:
-        problems += dcentvfy_problems(case["vol"].metadata["files"], case["rt"])
-    if HAVE_DRTDUMP:
-        problems += drtdump_problems(case["rt"])
+    problems += dciodvfy_problems(case["rt"])
+    problems += dcentvfy_problems(case["vol"].metadata["files"], case["rt"])
+    problems += drtdump_problems(case["rt"])
     assert problems == []
 
 
@@ -133,10 +128,8 @@ def test_seg_round_trip_and_validators(case) -> None:
     for n in range(1, 5):
         assert dice(labels == n, case["labels"] == n) == 1.0
     assert [r.name for r in rois] == ["liver", "GTV ring", "thin", "dot"]
-    if HAVE_DCIODVFY:
-        assert [p for p in dciodvfy_problems(seg_path) if p.startswith("Error")] == []
-    if HAVE_DCENTVFY:
-        assert dcentvfy_problems(case["vol"].metadata["files"], seg_path) == []
+    assert [p for p in dciodvfy_problems(seg_path) if p.startswith("Error")] == []
+    assert dcentvfy_problems(case["vol"].metadata["files"], seg_path) == []
     ds = pydicom.dcmread(seg_path, stop_before_pixels=True)
     liver = ds.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]
     assert (liver.CodeValue, liver.CodingSchemeDesignator) == ("10200004", "SCT")  # SNOMED CT "Liver"
@@ -165,8 +158,7 @@ def test_keyhole_mode(oblique) -> None:
     ds = pydicom.dcmread(rt)
     ring_items = ds.ROIContourSequence[1].ContourSequence
     assert len(ring_items) == 12 * 3
-    if HAVE_DCIODVFY:
-        assert [p for p in dciodvfy_problems(rt) if p.startswith("Error")] == []
+    assert [p for p in dciodvfy_problems(rt) if p.startswith("Error")] == []
 
 
 def test_long_name_warns_and_roi_specs(oblique) -> None:
@@ -265,10 +257,8 @@ def test_contour_over_64k_stays_valid(tmp_path) -> None:
     finally:
         pydicom.config.settings.reading_validation_mode = pydicom.config.WARN
     np.testing.assert_array_equal(read_rtstruct(rt, tmp_path / "ct")[0], labels)
-    if HAVE_DCIODVFY:
-        assert dciodvfy_problems(rt) == []
-    if HAVE_DRTDUMP:
-        assert drtdump_problems(rt) == []
+    assert dciodvfy_problems(rt) == []
+    assert drtdump_problems(rt) == []
 
 
 # ------------------------------------------------------------------------------- review fixes
@@ -294,10 +284,8 @@ def test_non_ascii_names_kept_exactly(tmp_path) -> None:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         assert ds.SpecificCharacterSet == "ISO_IR 192"
         assert [str(x[key].value) for x in ds[seq].value] == names
-        if HAVE_DCIODVFY:
-            assert [p for p in dciodvfy_problems(f) if p.startswith("Error")] == []
-        if HAVE_DCENTVFY:
-            assert dcentvfy_problems(v.metadata["files"], f) == []
+        assert [p for p in dciodvfy_problems(f) if p.startswith("Error")] == []
+        assert dcentvfy_problems(v.metadata["files"], f) == []
     assert [r.name for r in read_rtstruct(tmp_path / "rt.dcm", tmp_path / "ct")[1]] == names
 
     # a Latin-1 patient name: Latin-1 ROI names keep ISO_IR 100, a CJK name is refused (no silent '??')
@@ -306,8 +294,7 @@ def test_non_ascii_names_kept_exactly(tmp_path) -> None:
     write_rtstruct(lab, tmp_path / "ct2", tmp_path / "rt2.dcm", names=["Läsion", "GTV"])
     ds = pydicom.dcmread(tmp_path / "rt2.dcm")
     assert ds.SpecificCharacterSet == "ISO_IR 100" and str(ds.PatientName) == "Müller^Jürgen"
-    if HAVE_DCENTVFY:
-        assert dcentvfy_problems(v2.metadata["files"], tmp_path / "rt2.dcm") == []
+    assert dcentvfy_problems(v2.metadata["files"], tmp_path / "rt2.dcm") == []
     for writer in (write_rtstruct, write_seg):
         with pytest.raises(InputError, match="character set"):
             writer(lab, tmp_path / "ct2", tmp_path / "rt3.dcm", names=names)
