@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from OncoSegLib import __version__
 from OncoSegLib.autoseg.protocol import Protocol, StructureSpec, load_protocol
 from OncoSegLib.cancel import CancelToken, ProgressCallback, report
 from OncoSegLib.errors import Cancelled, InputError, ModelError
+from OncoSegLib.io.atomic import make_temp_dir
 from OncoSegLib.io.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -537,7 +537,7 @@ def _write_outputs(out: Path, structs: list[StructureResult], volume: Volume, pr
     created = not out.exists()
     parent = out.parent if created else out
     parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.autoseg-", suffix=".partial", dir=parent))
+    stage = make_temp_dir(parent, prefix=f".{out.name}.autoseg-")  # mode 0o777 & ~umask, not mkdtemp's 0700
     try:
         found = [r for r in structs if r.found]
         rois = []
