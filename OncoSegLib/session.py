@@ -570,15 +570,13 @@ class SegmentationSession:
             return self._obj(obj).mask.copy()
 
     def label_map(self) -> np.ndarray:
-        """All objects as one label map (K, J, I): 0 background, object labels 1..N in creation order; later
-        objects win where masks overlap. uint8 up to 255 objects, else uint16."""
+        """All objects as one label map (K, J, I): 0 background, object labels 1..N in creation order; where masks
+        overlap the later object wins (the project's one rule, :mod:`OncoSegLib.export.overlap`). uint8 up to 255
+        objects, else uint16."""
+        from OncoSegLib.export.overlap import label_map_from_masks
+
         with self._data:
-            shape = self.shape_kji
-            dtype = np.uint8 if len(self._objects) <= 255 else np.uint16
-            out = np.zeros(shape, dtype=dtype)
-            for label, o in enumerate(self._objects.values(), start=1):
-                out[o.mask] = label
-            return out
+            return label_map_from_masks([o.mask for o in self._objects.values()], self.shape_kji)
 
     def label_names(self) -> dict[int, str]:
         """Label value in :meth:`label_map` -> object name."""

@@ -569,9 +569,10 @@ def _write_outputs(out: Path, structs: list[StructureResult], volume: Volume, pr
         if nifti:
             from OncoSegLib.export.labelmap_io import write_labelmap
 
-            labels = np.zeros(volume.shape_kji, dtype=np.uint8 if len(structs) < 256 else np.uint16)
-            for r in structs:  # protocol order: a later structure wins where they overlap
-                labels[r.mask] = r.label
+            from OncoSegLib.export.overlap import label_map_from_masks
+
+            # protocol order: a later structure wins where they overlap (the one rule, export/overlap.py)
+            labels = label_map_from_masks([r.mask for r in structs], volume.shape_kji, [r.label for r in structs])
             write_labelmap(labels, volume, stage / NIFTI_NAME)
             written["nifti"] = NIFTI_NAME
         seconds = time.perf_counter() - t0
