@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from OncoSegLib.errors import InputError
+from OncoSegLib.io.dicom_enhanced import has_plane_positions, is_enhanced, read_enhanced
 from OncoSegLib.io.volume import Volume
 
 #: Modalities of non-image objects that may sit beside a series and are never read as slices.
@@ -274,6 +275,9 @@ def _read_unplaced(uid: str, items: list[tuple[Path, Dataset]]) -> Volume:
     if spacing is None:
         spacing = _floats(ds, "ImagerPixelSpacing")
     sj, si = (float(spacing[0]), float(spacing[1])) if spacing is not None and spacing.size == 2 else (1.0, 1.0)
+    if not (si > 0 and sj > 0 and np.isfinite(si) and np.isfinite(sj)):
+        raise InputError(f"{path}: pixel spacing {spacing.tolist() if spacing is not None else ''} is not a "
+                         "positive finite number (mm)", "fix PixelSpacing/ImagerPixelSpacing in the file")
     md = _metadata(uid, ds, [path], [str(ds.get("SOPInstanceUID", ""))])
     md["spacing_source"] = "PixelSpacing" if spacing is not None else "default 1 mm"
     if frames > 1:
@@ -383,6 +387,9 @@ def _placed_headers(uid: str, items: list[tuple[Path, Dataset]], n_duplicates: i
         ipp = _floats(ds, "ImagePositionPatient")
         if iop is None or iop.size != 6 or ipp is None or ipp.size != 3:
             raise InputError(f"{p}: malformed ImageOrientationPatient/ImagePositionPatient")
+        if not (np.all(np.isfinite(iop)) and np.all(np.isfinite(ipp))):
+            raise InputError(f"{p}: ImagePositionPatient/ImageOrientationPatient is not a finite number (NaN or "
+                             "infinite)", "the slice cannot be placed; re-export or remove the file")
         if np.linalg.norm(iop[:3]) < 1e-6 or np.linalg.norm(iop[3:]) < 1e-6:
             raise InputError(f"{p}: ImageOrientationPatient has a zero-length axis")
         iops.append(iop)
@@ -506,6 +513,9 @@ def read_series_headers(source: str | os.PathLike | Sequence[str | os.PathLike],
         if series_uid is not None and series_uid != uid:
             raise InputError(f"the files belong to series {uid}, not {series_uid}")
     items, n_dup = _dedupe(items)
+    if any(is_enhanced(ds) for _, ds in items):
+        raise InputError(f"series {uid} is an enhanced (multi-frame) image; RTSTRUCT/SEG export and import need a "
+                         "series of single-frame images", "convert it to single-frame files (emf2sf) first")
     placed = [(p, ds) for p, ds in items if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds]
     if len(placed) != len(items):
         raise InputError(f"series {uid}: {len(items) - len(placed)} of {len(items)} images lack "
@@ -520,6 +530,13 @@ def _read_from_scan(scan: _Scan, folder: str | os.PathLike, series_uid: str | No
         raise _corrupt_error(scan.corrupt)
     items, n_duplicate_files = _dedupe(items)
 
+    enhanced = [(p, ds) for p, ds in items if is_enhanced(ds) and has_plane_positions(ds)]
+    if enhanced:
+        if len(items) != 1:
+            raise InputError(f"series {uid} has {len(enhanced)} enhanced (multi-frame) file(s) among {len(items)} "
+                             "files; one enhanced file per series is supported",
+                             "pass one file, or convert the series to single-frame files (emf2sf) first")
+        return read_enhanced(enhanced[0][0], _metadata(uid, enhanced[0][1], [enhanced[0][0]], []))
     placed = [(p, ds) for p, ds in items if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds]
     if not placed:
         return _read_unplaced(uid, items)
