@@ -8,9 +8,14 @@ Pipeline for one 2D slice of a :class:`~OncoSegLib.io.volume.Volume`:
 2. ``slice01 = norm(volume.array[k])`` — float32 in [0, 1], shape (J, I, 3): grey images are repeated to three
    channels; 4-channel BraTS MRI is reduced to [T1w, T1gd, FLAIR] (indices [1, 2, 0]); 2-channel SRH gets a
    difference channel.
-3. ``x = to_model_input(slice01, image_size)`` — bilinear resize to S x S ignoring the aspect ratio (pure torch,
-   ``align_corners=False``, no antialias, as the SAM3 processor does), then ``(x - 0.5) / 0.5`` -> torch float32
-   (3, S, S) in [-1, 1]. Model pixel (x, y) = ((i + 0.5) * S / I - 0.5, (j + 0.5) * S / J - 0.5) for slice pixel (i, j).
+3. ``x = to_model_input(slice01, image_size)`` — bilinear resize to S x S ignoring the aspect ratio, antialiased
+   (a slice larger than S is low-pass filtered while it shrinks), ``align_corners=False``, then ``(x - 0.5) / 0.5``
+   -> torch float32 (3, S, S) in [-1, 1]. Model pixel (x, y) = ((i + 0.5) * S / I - 0.5, (j + 0.5) * S / J - 0.5)
+   for slice pixel (i, j). This is the SAM3 processors' resize: transformers' ``Sam3ImageProcessor`` calls
+   torchvision ``resize(..., BILINEAR, antialias=True)`` and Meta's ``sam3`` ``Sam3Processor`` ``v2.Resize``
+   (antialias on by default; an older Meta version used PIL ``BILINEAR``, which is antialiased too); pure torch
+   here (``interpolate(..., antialias=True)``, which equals PIL's bilinear to ~1e-5, tested). The one difference:
+   those processors resize 8-bit RGB, we resize the float [0, 1] slice (no 1/255 quantisation).
 
 Frames: arrays are in IJK storage order, ``array[k, j, i]`` (+ channel last); one slice is ``(J, I)`` or
 ``(J, I, C)``. Model pixels are (x, y) in the S x S model input.
@@ -318,8 +323,9 @@ def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
 def resize_bilinear(image: np.ndarray | torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray | torch.Tensor:
     """Bilinear resize of an (H, W, C) or (H, W) image to (h, w[, C]).
 
-    Pure torch (``torch.nn.functional.interpolate``, ``align_corners=False``, ``antialias=False``) — the
-    resampling the SAM3 processor uses, without torchvision. Returns the same kind (numpy/torch) it was given,
+    Pure torch (``torch.nn.functional.interpolate``, ``align_corners=False``, ``antialias=True``: shrinking
+    low-pass filters as PIL's bilinear does) — the resampling the SAM3 processors use (see the module doc), without
+    torchvision. Enlarging is plain bilinear interpolation. Returns the same kind (numpy/torch) it was given,
     float32 for numpy.
     """
     h, w = int(out_hw[0]), int(out_hw[1])
@@ -332,7 +338,7 @@ def resize_bilinear(image: np.ndarray | torch.Tensor, out_hw: tuple[int, int]) -
     if t.ndim != 3:
         raise InputError(f"resize_bilinear needs (H, W) or (H, W, C), got shape {tuple(t.shape)}")
     x = t.permute(2, 0, 1)[None]
-    y = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+    y = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     y = y[0].permute(1, 2, 0)
     if grey:
         y = y[..., 0]
@@ -342,14 +348,15 @@ def resize_bilinear(image: np.ndarray | torch.Tensor, out_hw: tuple[int, int]) -
 
 
 def to_model_input(slice01: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
-    """(H, W, 3) float in [0, 1] -> torch float32 (3, S, S): bilinear resize ignoring aspect, then (x - 0.5) / 0.5."""
+    """(H, W, 3) float in [0, 1] -> torch float32 (3, S, S): antialiased bilinear resize ignoring aspect (as the SAM3
+    processors; see the module doc), then (x - 0.5) / 0.5."""
     t = _as_tensor(slice01).float()
     if t.ndim != 3 or t.shape[-1] != 3:
         raise InputError(f"model input must be (H, W, 3), got shape {tuple(t.shape)}",
                          "normalise the slice with fit_normalizer(...) first")
     x = t.permute(2, 0, 1)[None]
     y = torch.nn.functional.interpolate(x, size=(int(image_size), int(image_size)), mode="bilinear",
-                                        align_corners=False, antialias=False)
+                                        align_corners=False, antialias=True)
     return ((y[0] - 0.5) / 0.5).contiguous()
 
 
@@ -361,7 +368,7 @@ def to_model_batch(slices: Sequence[np.ndarray | torch.Tensor] | np.ndarray | to
         if t.shape[-1] != 3:
             raise InputError(f"batch must be (B, H, W, 3), got shape {tuple(t.shape)}")
         y = torch.nn.functional.interpolate(t.permute(0, 3, 1, 2), size=(int(image_size), int(image_size)),
-                                            mode="bilinear", align_corners=False, antialias=False)
+                                            mode="bilinear", align_corners=False, antialias=True)
         return ((y - 0.5) / 0.5).contiguous()
     items = list(slices)
     if not items:
