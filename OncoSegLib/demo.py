@@ -1,30 +1,37 @@
-"""``oncoseg demo``: the whole workflow offline in about a minute, on a synthetic CT with known truth.
+"""``oncoseg demo``: the whole workflow offline, on a REAL CT with REAL weights (or on a phantom, ``phantom=True``).
 
-1. Make a synthetic abdominal CT (:func:`OncoSegLib.phantoms.make_ct_phantom`) and write it as a DICOM series.
-2. Read the series back (the same reader users' scans go through) and open a :class:`SegmentationSession` with the
-   packaged **demo model** (a tiny SAM3-architecture model trained by ``oncoseg train --config
-   configs/demo_model.yaml`` on phantoms only - it knows nothing about real anatomy).
-3. Prompt like a user would: a 3D box (centre-slice rectangle + slice range) on the liver, each kidney and the
-   largest liver lesion, a click on the vertebra; each object is propagated through the slices (``method="box"``,
-   bounded by its 3D box). Later objects win where masks overlap (the lesion is cut out of the liver).
-4. Export: NIfTI label map, DICOM RTSTRUCT and DICOM SEG referencing the series, an overlay PNG.
-5. ``report.json``: per structure Dice / NSD (2 mm) / HD95 against the phantom truth, predicted and true volumes
-   (mL), RECIST long/short axes of the lesion, timings and the files written.
-6. With a text-capable model (the packaged demo model is one): text prompts ("liver", "left kidney") typed on one
-   slice, the best instance propagated; their 2D and 3D Dice go to ``report.json["text_prompts"]``.
+Real demo (default, :func:`run_demo`):
 
-The prompts are derived from the phantom truth (bounding box of the middle slice, deepest point of a slice), as a
-person would place them. Everything runs on CPU without network access.
+1. The real abdominal CT shipped in ``OncoSegLib/data/real_ct/`` (TotalSegmentator test data, Apache-2.0; attribution
+   in its README) is written as a DICOM series and read back through the same reader users' scans go through.
+2. The **LiteMedSAM** model (real MedSAM-distilled weights, CPU-light; see ``oncoseg models list``) opens a
+   :class:`~OncoSegLib.session.SegmentationSession`.
+3. Prompts: one 3D box per organ (the box of the organ's largest connected part on its middle slice, plus its slice
+   range) taken FROM THE REFERENCE LABEL MAP, as a user would draw them; each box is propagated through its range
+   with the model's default 3D method. The report and the screen say so.
+4. Export: NIfTI label map, DICOM RTSTRUCT and DICOM SEG referencing the written series, an overlay PNG with a legend
+   and patient orientation letters (drawn with Pillow; no plotting package needed).
+5. ``report.json``: per structure Dice / NSD (2 mm) / HD95 against the reference, volumes (mL), confidence, timings.
+
+Phantom demo (``phantom=True``, :func:`run_phantom_demo`): a synthetic CT with known truth segmented by the packaged
+tiny demo model (trained on phantoms only) - shows the pipeline, not accuracy.
+
+Outputs are built in a hidden staging folder beside ``out_dir`` and moved in only when the run succeeded, so a failed
+run leaves nothing behind that would block the next one. Everything runs on the CPU without network access once the
+model weights are in the model store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from scipy import ndimage
@@ -83,45 +90,265 @@ def _load_demo_model(model: str | Path | None) -> Any:
     return load_bundle(str(source), device="cpu")
 
 
-def _overlay_png(ct: np.ndarray, truth: np.ndarray, pred: np.ndarray, names: dict[int, str], k: int,
-                 path: Path, title: str) -> Path:
-    import matplotlib
+def _overlay_png(ct: Any, truth: np.ndarray, pred: np.ndarray, names: dict[int, str], k: int,
+                 path: Path, title: str, truth_caption: str, pred_caption: str,
+                 colors: dict[int, tuple[int, int, int]] | None = None) -> Path:
+    from OncoSegLib.export.overlay import OverlayPanel, write_overlay_png
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    lo, hi = -160.0, 240.0  # abdominal window W400/L40
-    img = np.clip((ct[k].astype(float) - lo) / (hi - lo), 0, 1)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8), dpi=100)
-    for ax, lab, sub in ((axes[0], truth, "phantom truth"), (axes[1], pred, "OncoSeg (demo model)")):
-        ax.imshow(img, cmap="gray", interpolation="nearest")
-        rgba = np.zeros(img.shape + (4,))
-        for value, name in names.items():
-            m = lab[k] == value
-            if m.any():
-                rgba[m, :3] = np.array(COLORS.get(name, (0, 200, 255))) / 255.0
-                rgba[m, 3] = 0.45
-                ax.contour(m, levels=[0.5], colors=[np.array(COLORS.get(name, (0, 200, 255))) / 255.0],
-                           linewidths=0.8)
-        ax.imshow(rgba, interpolation="nearest")
-        ax.set_title(f"{sub}, slice k={k}", fontsize=10)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    panels = [OverlayPanel(truth, f"{truth_caption}, slice k={k}"), OverlayPanel(pred, f"{pred_caption}, slice k={k}")]
+    return write_overlay_png(ct, k, panels, names, path, title, window=(-160.0, 240.0), colors=colors)
 
 
 def _num(x: float) -> float | None:
     return None if not math.isfinite(float(x)) else round(float(x), 4)
 
 
-def run_demo(out_dir: str | Path, model: str | Path | None = None, seed: int = DEMO_SEED,
-             shape_kji: tuple[int, int, int] = DEMO_SHAPE, method: str = "box",
+REAL_CT_DIR = Path(__file__).resolve().parent / "data" / "real_ct"
+REAL_MODEL = "litemedsam"
+# (structure name, label in the TotalSegmentator reference map). Names match the SNOMED codes of DICOM SEG.
+REAL_PLAN: list[tuple[str, int]] = [
+    ("liver", 5), ("spleen", 1), ("right kidney", 2), ("left kidney", 3), ("stomach", 6), ("gallbladder", 4),
+    ("aorta", 52),
+]
+REAL_SOURCE = ("TotalSegmentator test data (wasserth/TotalSegmentator, Apache-2.0); Wasserthal et al., Radiology: AI "
+               "2023. Reference labels: TotalSegmentator v2 output kept as its regression reference.")
+PROMPT_NOTE = ("prompts are 3D boxes taken from the reference label map (box of each organ's largest connected part "
+               "on its middle slice + its slice range), as a user would draw them")
+
+
+def box3d_from_mask(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """A user's 3D box around ``mask`` (K, J, I): voxel IJK corners (inclusive) or None when empty.
+
+    The in-plane box is the tight box of the largest 3D connected part on its middle slice (the slice a user would
+    draw on); the k range is that part's slice range. The session prompts the middle slice and propagates over the
+    range.
+    """
+    comp, n = ndimage.label(mask)
+    if n == 0:
+        return None
+    sizes = np.bincount(comp.ravel())
+    sizes[0] = 0
+    part = comp == int(np.argmax(sizes))
+    ks = np.nonzero(part.any(axis=(1, 2)))[0]
+    k_lo, k_hi = int(ks.min()), int(ks.max())
+    k_mid = (k_lo + k_hi) // 2
+    k = int(ks[np.argmin(np.abs(ks - k_mid))])  # nearest slice holding the part (a U-shape may skip the middle)
+    jj, ii = np.nonzero(part[k])
+    return (int(ii.min()), int(jj.min()), k_lo), (int(ii.max()), int(jj.max()), k_hi)
+
+
+def _load_real_model(model: str | Path | None, device: str) -> Any:
+    from OncoSegLib.models.loading import load_bundle
+
+    return load_bundle(str(model or REAL_MODEL), device=device)
+
+
+def run_demo(out_dir: str | Path, model: str | Path | None = None, method: str | None = None,
+             structures: list[str] | None = None, device: str = "cpu",
              progress: ProgressCallback | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Run the demo into ``out_dir`` and return the report (also written to ``out_dir/report.json``).
+    """The real-CT demo into ``out_dir``; returns the report (also ``out_dir/report.json``).
+
+    Args:
+        model: registry name, folder or checkpoint (default ``litemedsam``).
+        method: 3D propagation method (default: the model's own default, see ``SegmentationSession.propagate``).
+        structures: names from :data:`REAL_PLAN` to segment (default: all).
+        device: "cpu" (default: the demo is sized for a laptop CPU), "cuda" or "auto".
+    """
+    plan = [(n, lab) for n, lab in REAL_PLAN if structures is None or n in structures]
+    if not plan:
+        raise InputError(f"no known structure in {structures}", "choose among: " + ", ".join(n for n, _ in REAL_PLAN))
+    with staged_output(out_dir, overwrite) as out:
+        return _real_demo(out, Path(out_dir), model, method, plan, device, progress)
+
+
+def _real_demo(out: Path, final: Path, model: str | Path | None, method: str | None,
+               plan: list[tuple[str, int]], device: str, progress: ProgressCallback | None) -> dict[str, Any]:
+    from OncoSegLib import metrics
+    from OncoSegLib.export.labelmap_io import conform_labelmap
+    from OncoSegLib.export.overlay import PALETTE
+    from OncoSegLib.export.roi import RoiSpec
+    from OncoSegLib.export.rtstruct import write_rtstruct
+    from OncoSegLib.export.seg import write_seg
+    from OncoSegLib.io.dicom_series import read_dicom_series
+    from OncoSegLib.io.dicom_write import write_dicom_series
+    from OncoSegLib.io.nifti import read_nifti, write_nifti
+    from OncoSegLib.session import SegmentationSession
+
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    steps = 5
+
+    # 1. real CT -> DICOM series -> read back (the path users' scans take)
+    t = time.perf_counter()
+    report(progress, 0, steps, "writing the real CT as a DICOM series")
+    src = read_nifti(REAL_CT_DIR / "example_ct_sm.nii.gz")
+    ref_vol = read_nifti(REAL_CT_DIR / "example_seg.nii.gz")
+    dicom_dir = out / "dicom"
+    write_dicom_series(src.with_array(np.asarray(src.array, dtype=np.float32)), dicom_dir, modality="CT",
+                       patient_name="OncoSeg^RealCT", patient_id="ONCOSEG-REALCT",
+                       series_description="OncoSeg demo: TotalSegmentator example CT", body_part="ABDOMEN")
+    ct = read_dicom_series(dicom_dir)
+    reference = conform_labelmap(ref_vol, ct)
+    timings["dicom_s"] = time.perf_counter() - t
+
+    # 2. model + session
+    t = time.perf_counter()
+    report(progress, 1, steps, f"loading the model ({model or REAL_MODEL})")
+    bundle = _load_real_model(model, device)
+    session = SegmentationSession(bundle)
+    session.set_volume(ct, modality="ct")
+    timings["model_load_s"] = time.perf_counter() - t
+
+    # 3. one 3D box per structure, from the reference, propagated through its slice range
+    report(progress, 2, steps, "segmenting: " + PROMPT_NOTE)
+    structures: dict[str, Any] = {}
+    label_of: dict[str, int] = {}
+    oids: dict[str, Any] = {}
+    t = time.perf_counter()
+    for n, (name, ref_label) in enumerate(plan, start=1):
+        box = box3d_from_mask(reference == ref_label)
+        if box is None:
+            continue
+        t_obj = time.perf_counter()
+        oid = session.add_object(name)
+        session.add_box(oid, box[0], box[1])
+        session.propagate(oid, direction="both", **({"method": method} if method else {}))
+        oids[name], label_of[name] = oid, n
+        structures[name] = {"label": n, "reference_label": ref_label,
+                            "prompt": {"box_ijk": [list(box[0]), list(box[1])]},
+                            "time_s": round(time.perf_counter() - t_obj, 3)}
+    timings["segmentation_s"] = time.perf_counter() - t
+    pred_labels = np.zeros(ct.shape_kji, dtype=np.uint8)
+    for name, oid in oids.items():
+        pred_labels[session.result(oid)] = label_of[name]
+    truth = np.zeros(ct.shape_kji, dtype=np.uint8)
+    for name, lab in label_of.items():
+        truth[reference == structures[name]["reference_label"]] = lab
+
+    # 4. exports
+    t = time.perf_counter()
+    report(progress, 3, steps, "writing NIfTI, RTSTRUCT and SEG")
+    names = {lab: name for name, lab in label_of.items()}
+    colors = {lab: PALETTE[(lab - 1) % len(PALETTE)] for lab in names}
+    present = [lab for lab in sorted(names) if (pred_labels == lab).any()]
+    files = {"dicom_series": str(dicom_dir),
+             "nifti": str(write_nifti(ct.with_array(pred_labels), out / "segmentation.nii.gz")),
+             "reference_nifti": str(write_nifti(ct.with_array(truth), out / "reference.nii.gz"))}
+    rois = [RoiSpec(label=lab, name=names[lab], color=colors[lab], interpreted_type="ORGAN") for lab in present]
+    if present:
+        files["rtstruct"] = str(write_rtstruct(pred_labels, ct, out / "rtstruct.dcm", rois=rois,
+                                               series_description="OncoSeg demo structures (LiteMedSAM)"))
+        files["seg"] = str(write_seg(pred_labels, ct, out / "segmentation_seg.dcm", rois=rois,
+                                     series_description="OncoSeg demo segmentation (LiteMedSAM)"))
+    timings["export_s"] = time.perf_counter() - t
+
+    # 5. metrics against the reference + overlay + report
+    t = time.perf_counter()
+    report(progress, 4, steps, "measuring against the reference labels")
+    for name, row in structures.items():
+        lab = row["label"]
+        p, g = pred_labels == lab, truth == lab
+        row.update({
+            "dice": _num(metrics.dice(p, g)),
+            "nsd_2mm": _num(metrics.nsd(p, g, spacing_ijk=ct.spacing, tolerance_mm=2.0)),
+            "hd95_mm": _num(metrics.hd95(p, g, spacing_ijk=ct.spacing)),
+            "volume_ml": _num(metrics.volume_ml(p, spacing_ijk=ct.spacing)),
+            "reference_volume_ml": _num(metrics.volume_ml(g, spacing_ijk=ct.spacing)),
+            "confidence": _confidence(session, oids[name]),
+        })
+    k_show = int(np.argmax([(np.isin(truth[k], list(names))).sum() for k in range(truth.shape[0])]))
+    files["overlay_png"] = str(_overlay_png(
+        ct, truth, pred_labels, names, k_show, out / "overlay.png",
+        f"OncoSeg demo - real CT, {model or REAL_MODEL}; boxes from the reference (not for clinical use)",
+        "reference (TotalSegmentator)", f"OncoSeg ({model or REAL_MODEL})", colors))
+    timings["metrics_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_all
+    dices = [s["dice"] for s in structures.values() if s["dice"] is not None]
+    rep = {
+        "oncoseg_demo": True,
+        "image": {"source": REAL_SOURCE, "shape_kji": list(ct.shape_kji), "spacing_ijk_mm": list(ct.spacing),
+                  "modality": "CT", "real": True},
+        "prompts": PROMPT_NOTE,
+        "model": _model_info(bundle, model or REAL_MODEL),
+        "propagation_method": method or "model default",
+        "structures": structures,
+        "mean_dice": _num(float(np.mean(dices))) if dices else None,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "files": _final_paths(files, out, final),
+    }
+    atomic_write_text(out / "report.json", json.dumps(rep, indent=2))
+    report(progress, steps, steps, "done")
+    return rep
+
+
+def _model_info(bundle: Any, name: str | Path) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": str(name)}
+    for attr in ("source", "image_size"):
+        if getattr(bundle, attr, None) is not None:
+            info[attr] = str(getattr(bundle, attr)) if attr == "source" else int(getattr(bundle, attr))
+    if callable(getattr(bundle, "parameter_count", None)):
+        info["parameters"] = int(bundle.parameter_count())
+    return info
+
+
+def _final_paths(files: dict[str, str], staging: Path, final: Path) -> dict[str, str]:
+    """Paths of the files as they will be after the staging folder is moved to ``final``."""
+    return {k: str(final / Path(v).relative_to(staging)) for k, v in files.items()}
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str | Path, overwrite: bool) -> Iterator[Path]:
+    """Build the demo's files in a hidden folder beside ``out_dir``; move them in only when the body succeeded.
+
+    ``out_dir`` must be absent or empty unless ``overwrite`` (then only the demo's own files are replaced). A failed
+    run removes its staging folder and leaves ``out_dir`` as it was, so the same command can simply be run again;
+    staging folders left by a killed run (``.<name>.partial-<pid>``) are removed at the next start.
+    """
+    final = Path(out_dir)
+    if final.exists() and not final.is_dir():
+        raise InputError(f"{final} exists and is not a folder", "choose a new output folder")
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise InputError(f"{final} is not empty", "choose a new folder, or pass --overwrite to replace the demo files")
+    parent = final.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".{final.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        if final.is_dir() and not any(final.iterdir()):
+            final.rmdir()
+        if not final.exists():
+            os.replace(staging, final)
+        else:  # --overwrite into a folder with earlier demo files: replace entry by entry
+            for item in staging.iterdir():
+                dest = final / item.name
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)
+                os.replace(item, dest)
+            staging.rmdir()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
+def run_phantom_demo(out_dir: str | Path, model: str | Path | None = None, seed: int = DEMO_SEED,
+                     shape_kji: tuple[int, int, int] = DEMO_SHAPE, method: str = "box",
+                     progress: ProgressCallback | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run the phantom demo into ``out_dir`` and return the report (also written to ``out_dir/report.json``).
 
     Args:
         out_dir: output folder; it must be empty or absent unless ``overwrite`` (the demo only writes its own files).
@@ -139,10 +366,22 @@ def run_demo(out_dir: str | Path, model: str | Path | None = None, seed: int = D
     from OncoSegLib.phantoms import make_ct_phantom
     from OncoSegLib.session import SegmentationSession
 
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} is not empty", "choose a new folder, or pass --overwrite to replace the demo files")
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_output(out_dir, overwrite) as out:
+        return _phantom_demo(out, Path(out_dir), model, seed, shape_kji, method, progress)
+
+
+def _phantom_demo(out: Path, final: Path, model: str | Path | None, seed: int, shape_kji: tuple[int, int, int],
+                  method: str, progress: ProgressCallback | None) -> dict[str, Any]:
+    from OncoSegLib import metrics
+    from OncoSegLib.export.roi import RoiSpec
+    from OncoSegLib.export.rtstruct import write_rtstruct
+    from OncoSegLib.export.seg import write_seg
+    from OncoSegLib.io.dicom_series import read_dicom_series
+    from OncoSegLib.io.dicom_write import write_dicom_series
+    from OncoSegLib.io.nifti import write_nifti
+    from OncoSegLib.phantoms import make_ct_phantom
+    from OncoSegLib.session import SegmentationSession
+
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -152,7 +391,7 @@ def run_demo(out_dir: str | Path, model: str | Path | None = None, seed: int = D
     ph = make_ct_phantom(seed=seed, shape_kji=shape_kji, spacing=DEMO_SPACING)
     dicom_dir = out / "dicom"
     write_dicom_series(ph.volume, dicom_dir, modality="CT", series_description="OncoSeg demo phantom",
-                       body_part="ABDOMEN", overwrite=overwrite)
+                       body_part="ABDOMEN")
     ct = read_dicom_series(dicom_dir)
     if not ct.same_grid(ph.volume):
         raise InputError("the DICOM series read back does not match the phantom grid")
@@ -247,8 +486,10 @@ def run_demo(out_dir: str | Path, model: str | Path | None = None, seed: int = D
                              "truth_short_axis_mm": _num(rg.short_axis_mm)}
         structures[name] = row
     k_show = _middle_slice(truth == 5) if (truth == 5).any() else truth.shape[0] // 2
-    files["overlay_png"] = str(_overlay_png(ct.array, truth, pred_labels, names, k_show, out / "overlay.png",
-                                            "OncoSeg demo - synthetic CT phantom, demo model (not for clinical use)"))
+    files["overlay_png"] = str(_overlay_png(ct, truth, pred_labels, names, k_show, out / "overlay.png",
+                                            "OncoSeg demo - synthetic CT phantom, demo model (not for clinical use)",
+                                            "phantom truth", "OncoSeg (demo model)",
+                                            {lab: COLORS.get(n, (0, 200, 255)) for lab, n in names.items()}))
     timings["metrics_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_all
     dices = [s["dice"] for s in structures.values() if s["dice"] is not None]
@@ -270,6 +511,7 @@ def run_demo(out_dir: str | Path, model: str | Path | None = None, seed: int = D
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "files": files,
     }
+    rep["files"] = _final_paths(files, out, final)
     atomic_write_text(out / "report.json", json.dumps(rep, indent=2))
     report(progress, 6, 6, "done")
     return rep

@@ -21,7 +21,7 @@ def demo(tmp_path_factory):
     from OncoSegLib.cli import main
 
     out = tmp_path_factory.mktemp("demo") / "out"
-    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--phantom", "--out", str(out), "--quiet"]) == 0
     return out, json.loads((out / "report.json").read_text())
 
 
@@ -92,23 +92,24 @@ def test_demo_files_are_valid_dicom_referencing_the_series(demo) -> None:  # noq
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
-    from OncoSegLib.demo import run_demo
+    from OncoSegLib.demo import run_demo, run_phantom_demo
     from OncoSegLib.errors import InputError
 
     (tmp_path / "keep.txt").write_text("user file")
-    with pytest.raises(InputError, match="not empty"):
-        run_demo(tmp_path)
+    for runner in (run_demo, run_phantom_demo):
+        with pytest.raises(InputError, match="not empty"):
+            runner(tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "user file"
 
 
 def test_demo_runs_text_prompts_when_the_model_has_a_detector(tmp_path: Path) -> None:
     """A text-capable (tiny, random) full checkpoint: the demo types the concepts, reports Dice in [0, 1] on the
     prompted slice of the right structure; the shipped tracker-only model reports no text prompts (other tests)."""
-    from OncoSegLib.demo import DEMO_TEXT_PLAN, run_demo
+    from OncoSegLib.demo import DEMO_TEXT_PLAN, run_phantom_demo
     from OncoSegLib.models.tiny import save_tiny_checkpoint
 
     model = save_tiny_checkpoint(tmp_path / "tiny_full")
-    rep = run_demo(tmp_path / "out", model=model, shape_kji=(12, 112, 112))
+    rep = run_phantom_demo(tmp_path / "out", model=model, shape_kji=(12, 112, 112))
     tp = rep["text_prompts"]
     assert tp is not None and set(tp) == {c for c, _ in DEMO_TEXT_PLAN}
     for concept, lab in DEMO_TEXT_PLAN:
@@ -117,3 +118,38 @@ def test_demo_runs_text_prompts_when_the_model_has_a_detector(tmp_path: Path) ->
         assert 0.0 <= row["dice_slice"] <= 1.0 and 0.0 <= row["dice_3d"] <= 1.0
         assert row["instances"] in (0, 1)
     assert "text_prompts_s" in rep["timings_s"]
+
+
+def test_a_failed_demo_leaves_nothing_and_the_rerun_works(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A crash late in the run (here: the SEG writer) leaves no output folder and no staging folder, so the same
+    command simply runs again (it used to leave a half-filled folder that made the rerun refuse)."""
+    import OncoSegLib.export.seg as seg_module
+    from OncoSegLib.demo import run_phantom_demo
+
+    out = tmp_path / "demo_out"
+
+    def boom(*a, **k):  # noqa: ANN002, ANN003
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(seg_module, "write_seg", boom)
+    with pytest.raises(OSError):
+        run_phantom_demo(out, shape_kji=(12, 112, 112))
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no staging folder left either
+    monkeypatch.undo()
+    rep = run_phantom_demo(out, shape_kji=(12, 112, 112))
+    assert (out / "report.json").is_file() and (out / "segmentation_seg.dcm").is_file()
+    assert rep["files"]["seg"] == str(out / "segmentation_seg.dcm")  # paths name the final folder, not the staging one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_out"]
+
+
+def test_stale_staging_folder_of_a_killed_run_is_removed(tmp_path: Path) -> None:
+    from OncoSegLib.demo import staged_output
+
+    stale = tmp_path / ".out.partial-999999999"  # no such process
+    stale.mkdir()
+    (stale / "half.dcm").write_bytes(b"x")
+    with staged_output(tmp_path / "out", overwrite=False) as staging:
+        (staging / "a.txt").write_text("done")
+    assert not stale.exists()
+    assert (tmp_path / "out" / "a.txt").read_text() == "done"
