@@ -32,6 +32,9 @@ def affine_to_geometry(affine_ras: np.ndarray) -> tuple[tuple[float, float, floa
                                                         np.ndarray]:
     """Split a 4x4 (i, j, k) -> RAS affine into (spacing mm, origin LPS mm, direction columns in LPS)."""
     lps = LPS_TO_RAS @ np.asarray(affine_ras, dtype=float)  # diag(-1,-1,1) is its own inverse
+    if not np.all(np.isfinite(lps)):
+        raise InputError("NIfTI affine holds NaN or infinite values (no valid voxel geometry)",
+                         "fix the file's sform/qform")
     m = lps[:3, :3]
     spacing = np.linalg.norm(m, axis=0)
     if np.any(spacing <= 0):
@@ -39,6 +42,39 @@ def affine_to_geometry(affine_ras: np.ndarray) -> tuple[tuple[float, float, floa
     direction = m / spacing
     return (tuple(float(s) for s in spacing), tuple(float(o) for o in lps[:3, 3]),  # type: ignore[return-value]
             direction)
+
+
+def _raw_header(p: Path):
+    """The NIfTI-1/2 header of ``p`` exactly as stored (nibabel's load-time fixes not applied)."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(p)) as f:
+        first = f.read(4)
+    size = int.from_bytes(first, "little") if len(first) == 4 else 0
+    size = size if size in (348, 540) else int.from_bytes(first, "big")
+    klass = nib.Nifti2Header if size == 540 else nib.Nifti1Header
+    with ImageOpener(str(p)) as f:
+        return klass.from_fileobj(f, check=False)
+
+
+def _check_header_geometry(p: Path, header) -> None:
+    """InputError when the header's geometry is NaN/infinite, or when the affine comes from pixdim (qform or no
+    code) and a voxel size is zero or NaN (nibabel would silently replace a zero by 1 mm)."""
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code > 0:
+        srows = np.array([header["srow_x"], header["srow_y"], header["srow_z"]], dtype=float)
+        if not np.all(np.isfinite(srows)):
+            raise InputError(f"{p}: the NIfTI sform holds NaN or infinite values", "fix the file's sform/qform")
+        return
+    pixdim = np.asarray(header["pixdim"][1:4], dtype=float)
+    if not (np.all(np.isfinite(pixdim)) and np.all(pixdim != 0)):
+        raise InputError(f"{p}: NIfTI voxel size pixdim[1:4] = {pixdim.tolist()} holds a zero or NaN (and there is "
+                         "no sform)", "fix the file's voxel size (pixdim) or give it an sform")
+    if qform_code > 0:
+        quat = np.array([header["quatern_b"], header["quatern_c"], header["quatern_d"], header["qoffset_x"],
+                         header["qoffset_y"], header["qoffset_z"]], dtype=float)
+        if not np.all(np.isfinite(quat)):
+            raise InputError(f"{p}: the NIfTI qform holds NaN or infinite values", "fix the file's sform/qform")
 
 
 def read_nifti(path: str | os.PathLike) -> Volume:
@@ -53,6 +89,7 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     if not p.exists():
         raise InputError(f"file not found: {p}")
     try:
+        _check_header_geometry(p, _raw_header(p))  # before nib.load, which replaces a zero pixdim by 1 mm
         img = nib.load(str(p))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputError(f"{p} is not a NIfTI image ({type(img).__name__})")

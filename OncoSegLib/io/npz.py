@@ -122,8 +122,9 @@ def read_npz(path: str | os.PathLike) -> Volume:
             spacing = (float(sp[0]), float(sp[1]), float(sp[2]))
         elif sp.size >= 2:
             spacing = (float(sp[0]), float(sp[1]), 1.0)
-        if any(s <= 0 for s in spacing):
-            raise InputError(f"{p}: non-positive spacing {sp.tolist()}")
+        if not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise InputError(f"{p}: spacing {sp.tolist()} (x, y, z mm) must be positive finite numbers",
+                             "fix the 'spacing' array of the npz")
 
     md: dict[str, Any] = {"source": "npz", "file": str(p), "spacing_order_in_file": "xyz",
                           "geometry": "no orientation in file: origin 0, identity direction"}
