@@ -26,6 +26,22 @@ log = logging.getLogger(__name__)
 
 COMPONENTS: tuple[str, ...] = ("tracker", "detector", "video")
 TEXT_MAX_LENGTH = 32  # CLIP context SAM3's processor pads/truncates to
+INFORMATIVE_HEADS: dict[str, bool] = {"iou": True, "presence": True}  # stock SAM3: both heads trained
+
+
+def confidence_heads_from(card: dict[str, Any] | None) -> dict[str, bool]:
+    """The ``confidence_heads`` of a model card (``oncoseg_model.json``) merged over the stock default (both True).
+
+    ``{"confidence_heads": {"iou": false, "presence": false}}`` marks heads that were not trained to predict
+    anything (random, or retrained without their loss). Unknown keys are ignored; values must be booleans.
+    """
+    out = dict(INFORMATIVE_HEADS)
+    heads = (card or {}).get("confidence_heads")
+    if isinstance(heads, dict):
+        for k in INFORMATIVE_HEADS:
+            if isinstance(heads.get(k), bool):
+                out[k] = heads[k]
+    return out
 
 
 @dataclass
@@ -43,6 +59,10 @@ class Sam3Bundle:
         modalities: modalities this checkpoint was trained for ([] = generic).
         adapter: path of a LoRA adapter applied on top (``None`` when none).
         info: free-form loading report (missing/unexpected keys per component, sharing report).
+        confidence_heads: whether the tracker's predicted-IoU head (``"iou"``) and object-score head
+            (``"presence"``) were trained to mean something. Stock SAM3 checkpoints: both True. A model card
+            (``oncoseg_model.json``, written by ``oncoseg train``) or an adapter that retrained the mask decoder
+            without supervising them sets them False; the predictor then reports ``None`` ("n/a") instead of a number.
     """
 
     tracker: nn.Module
@@ -57,6 +77,7 @@ class Sam3Bundle:
     modalities: list[str] = field(default_factory=list)
     adapter: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    confidence_heads: dict[str, bool] = field(default_factory=lambda: dict(INFORMATIVE_HEADS))
 
     # ------------------------------------------------------------------ properties
     @property

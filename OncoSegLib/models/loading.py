@@ -5,7 +5,13 @@ Loading refuses (``ModelError``) when any weight of a requested backend is missi
 would otherwise leave them randomly initialised and the model would produce plausible-looking nonsense. The classic
 trap is a checkpoint written by ``Sam3VideoModel.save_pretrained`` whose keys carry a doubled
 ``tracker_model.tracker_model.`` prefix (measured: 147 tracker weights left random); ``oncoseg models import``
-normalises such a folder.
+normalises such a folder. It also refuses weights the architecture does not use (unexpected keys) and LoRA tensors
+(``lora_A`` / ``lora_B`` / ``base_layer``) anywhere in a full checkpoint: transformers would only warn and drop them,
+so a checkpoint saved with an unmerged adapter would run as the base model. (Keys of a backend that was not requested,
+e.g. ``detector_model.*`` when only the tracker is loaded, are the architecture's own and not reported.)
+
+A model card ``oncoseg_model.json`` beside the weights (written by ``oncoseg train``) may say which confidence heads
+mean something (``confidence_heads``, see :class:`~OncoSegLib.models.bundle.Sam3Bundle`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 
 from OncoSegLib.errors import ModelError
-from OncoSegLib.models.bundle import COMPONENTS, Sam3Bundle, tie_bundle, tracker_from_video
+from OncoSegLib.models.bundle import COMPONENTS, Sam3Bundle, confidence_heads_from, tie_bundle, tracker_from_video
 from OncoSegLib.models.device import pick_device, resolve_dtype
 from OncoSegLib.models.registry import ResolvedModel, oncoseg_home, resolve
 
@@ -36,6 +42,9 @@ AVAILABLE: dict[str, set[str]] = {
 }
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 DOUBLED_PREFIX = "tracker_model.tracker_model."
+MODEL_CARD = "oncoseg_model.json"
+LORA_KEY_MARKERS = (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B", ".lora_magnitude_vector",
+                    ".base_layer.")  # peft tensor names: an adapter saved into a full checkpoint without merging
 
 
 @contextlib.contextmanager
@@ -75,15 +84,36 @@ def checkpoint_keys(folder: Path) -> list[str]:
     """Tensor names in the folder's safetensors files (header only, no weights read)."""
     from safetensors import safe_open
 
+    from safetensors import SafetensorError
+
     keys: list[str] = []
     for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as fh:
-            keys.extend(fh.keys())
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                keys.extend(fh.keys())
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelError(f"cannot read {f}: {exc}",
+                             "the file is corrupt or incomplete (an interrupted download?): fetch it again") from None
     return keys
 
 
+def read_model_card(folder: Path) -> dict[str, Any]:
+    """The folder's ``oncoseg_model.json`` (provenance written by ``oncoseg train``), or ``{}`` when absent."""
+    path = folder / MODEL_CARD
+    if not path.is_file():
+        return {}
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}", "the model folder is damaged; export or download it again") \
+            from None
+    if not isinstance(card, dict):
+        raise ModelError(f"{path} is not a JSON object", "the model folder is damaged; export or download it again")
+    return card
+
+
 def check_loading_info(info: dict[str, Any], what: str, folder: Path) -> dict[str, list[str]]:
-    """Raise ``ModelError`` on missing or mismatched keys; return the (sorted) report, unexpected keys included."""
+    """Raise ``ModelError`` on missing, mismatched or unexpected keys; return the (sorted, all empty) report."""
     missing = sorted(info.get("missing_keys") or [])
     mismatched = sorted(str(m[0]) if isinstance(m, (tuple, list)) else str(m)
                         for m in (info.get("mismatched_keys") or []))
@@ -100,7 +130,13 @@ def check_loading_info(info: dict[str, Any], what: str, folder: Path) -> dict[st
             "the checkpoint does not match this architecture: use a facebook/sam3-layout checkpoint, or convert it "
             "with `oncoseg models import PATH` (Meta/Lightning checkpoints, doubled 'tracker_model.' prefixes)")
     if unexpected:
-        log.warning("%s: %d unexpected weights ignored (e.g. %s)", what, len(unexpected), unexpected[:3])
+        lora = [k for k in unexpected if any(m in f".{k}" for m in LORA_KEY_MARKERS)]
+        raise ModelError(
+            f"{what} from {folder}: {len(unexpected)} weights this architecture does not use "
+            f"(e.g. {', '.join((lora or unexpected)[:3])}); refusing to run without them",
+            "the checkpoint holds unmerged LoRA tensors: merge the adapter first (load it with --adapter, or "
+            "`oncoseg models import`)" if lora else "the checkpoint does not match this architecture or holds "
+            "leftovers: use a facebook/sam3-layout checkpoint, or convert it with `oncoseg models import PATH`")
     return {"missing": missing, "mismatched": mismatched, "unexpected": unexpected}
 
 
@@ -109,12 +145,14 @@ def _from_pretrained(cls: Any, folder: Path, dtype: torch.dtype, what: str,
     kwargs: dict[str, Any] = {"dtype": dtype, "output_loading_info": True}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    from safetensors import SafetensorError
+
     try:
         with quiet_transformers():
             model, info = cls.from_pretrained(str(folder), **kwargs)
     except ModelError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError, EOFError) as exc:
         raise ModelError(f"cannot load {what} from {folder}: {type(exc).__name__}: {exc}",
                          "check that the folder holds a complete SAM3 checkpoint (config.json + *.safetensors)") from exc
     return model, check_loading_info(info, what, folder)
@@ -147,6 +185,11 @@ def load_folder(folder: str | os.PathLike, components: Iterable[str] = COMPONENT
     if not keys:
         raise ModelError(f"{folder} has no *.safetensors weights",
                          "download the model again; .bin/.pt files must be converted: `oncoseg models import PATH`")
+    lora_keys = [k for k in keys if any(m in f".{k}" for m in LORA_KEY_MARKERS)]
+    if lora_keys:
+        raise ModelError(f"{folder}: the checkpoint holds {len(lora_keys)} LoRA tensors (e.g. {lora_keys[0]}) that "
+                         "a full model does not use; they would be silently ignored",
+                         "merge the adapter into the weights, or keep it as a separate adapter folder (--adapter)")
     if any(k.startswith(DOUBLED_PREFIX) for k in keys):
         raise ModelError(f"{folder}: weights carry a doubled '{DOUBLED_PREFIX}' prefix (written by "
                          "Sam3VideoModel.save_pretrained); loading would leave tracker weights random",
@@ -173,7 +216,8 @@ def load_folder(folder: str | os.PathLike, components: Iterable[str] = COMPONENT
             log.warning("%s has no tokenizer files; text prompts are unavailable", folder)
     image_size = int(tracker.config.vision_config.backbone_config.image_size)
     bundle = Sam3Bundle(tracker=tracker, detector=detector, video=video, tokenizer=tokenizer, image_size=image_size,
-                        device=torch.device("cpu"), dtype=dtype, name=folder.name, source=str(folder), info=report)
+                        device=torch.device("cpu"), dtype=dtype, name=folder.name, source=str(folder), info=report,
+                        confidence_heads=confidence_heads_from(read_model_card(folder)))
     tie_bundle(bundle, verify=True)
     return bundle
 
@@ -200,6 +244,19 @@ def converted_folder(checkpoint: Path) -> Path:
     return oncoseg_home() / "converted" / h.hexdigest()[:16]
 
 
+def is_litemedsam(resolved: ResolvedModel) -> bool:
+    """True for the registry's LiteMedSAM entry or a LiteMedSAM store folder (``provenance.json`` naming it)."""
+    if resolved.entry is not None:
+        return resolved.entry.backend == "litemedsam"
+    prov = resolved.path / "provenance.json" if resolved.path.is_dir() else None
+    if prov is None or not prov.is_file():
+        return False
+    try:
+        return json.loads(prov.read_text(encoding="utf-8")).get("name") == "litemedsam"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def load_bundle(source: str | os.PathLike, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
                 components: Sequence[str] = COMPONENTS, adapter: str | os.PathLike | None = None,
                 merge_adapter: bool = False, *, offline: bool | None = None, token: str | bool | None = None,
@@ -213,10 +270,19 @@ def load_bundle(source: str | os.PathLike, device: str | torch.device = "auto", 
       A registry entry with a ``base`` loads the base and applies the entry as adapter.
     - ``offline``: never touch the network (default: ``HF_HUB_OFFLINE``); ``token``: Hugging Face token.
     Raises ``ModelError`` for missing/incompatible weights, gated or unreachable repositories.
+    ``litemedsam`` (or a LiteMedSAM store folder) returns a
+    :class:`~OncoSegLib.models.litemedsam.predictor.LiteMedSamPredictor` instead, which the session takes as is.
     """
     from OncoSegLib.models.lora import load_adapter
 
     resolved: ResolvedModel = resolve(source, offline=offline, token=token)
+    if is_litemedsam(resolved):  # not a SAM3 bundle: a predictor the session takes as it is
+        if adapter is not None:
+            raise ModelError("LiteMedSAM takes no LoRA adapter", "drop --adapter, or choose a SAM3 model")
+        from OncoSegLib.models.litemedsam.predictor import load_litemedsam
+
+        return load_litemedsam(resolved.path, device=device, name=resolved.name, source=str(source),
+                               modalities=resolved.modalities)
     base = resolved.base or resolved
     adapters: list[Path] = []
     if resolved.base is not None:

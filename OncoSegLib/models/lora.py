@@ -14,13 +14,15 @@ acts in the video tracker and the detector.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import pickle
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -155,11 +157,42 @@ def save_adapter(peft_model: nn.Module, out_dir: str | os.PathLike, settings: Lo
 
 
 def read_settings(adapter_dir: str | os.PathLike) -> LoraSettings:
-    """The OncoSeg settings saved with an adapter (defaults when the adapter came from elsewhere)."""
+    """The OncoSeg settings saved with an adapter (defaults when the adapter came from elsewhere).
+
+    Raises ``ModelError`` when ``oncoseg_lora.json`` is unreadable or does not describe LoRA settings.
+    """
     p = Path(adapter_dir) / SETTINGS_FILE
     if p.is_file():
-        return LoraSettings.from_json(json.loads(p.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return LoraSettings.from_json(data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelError(f"cannot read {p}: {exc}", "the adapter folder is damaged; save or copy it again") \
+                from None
     return LoraSettings()
+
+
+@contextlib.contextmanager
+def adapter_file_errors(what: str | os.PathLike) -> Iterator[None]:
+    """Turn the errors of reading adapter files into one-line ``ModelError``: a pickle (``adapter_model.bin``)
+    refused by ``torch.load(weights_only=True)`` (code or objects that are not tensors), corrupt or truncated
+    safetensors, unreadable files."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except pickle.UnpicklingError:
+        raise ModelError(f"{what}: refused to load a pickle file that holds more than tensors (torch.load "
+                         "weights_only); it may run code", "use an adapter saved as adapter_model.safetensors by a "
+                         "source you trust") from None
+    except SafetensorError as exc:
+        raise ModelError(f"{what}: corrupt or incomplete safetensors file ({exc})",
+                         "copy or download the adapter again") from None
+    except (EOFError, OSError) as exc:
+        raise ModelError(f"{what}: cannot read the adapter files ({type(exc).__name__}: {exc})",
+                         "copy or download the adapter again") from None
 
 
 def load_adapter(target: Any, adapter_dir: str | os.PathLike, merge: bool = False,
@@ -186,14 +219,16 @@ def load_adapter(target: Any, adapter_dir: str | os.PathLike, merge: bool = Fals
         raise ModelError(f"adapter {adir} adapts the '{settings.component}', which this model has not loaded",
                          "load the model with that component")
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adir), is_trainable=is_trainable)
+        with adapter_file_errors(f"adapter {adir}"):
+            peft_model = PeftModel.from_pretrained(model, str(adir), is_trainable=is_trainable)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"adapter {adir} does not fit this model: {exc}",
                          "use an adapter trained on the same base model") from exc
     peft_model.oncoseg_settings = settings  # type: ignore[attr-defined]
     heads_file = adir / HEADS_FILE
     if heads_file.is_file():
-        heads = load_file(str(heads_file))
+        with adapter_file_errors(heads_file):
+            heads = load_file(str(heads_file))
         base = peft_model.get_base_model()
         missing = _load_heads(base, heads)
         if missing:
@@ -208,6 +243,9 @@ def load_adapter(target: Any, adapter_dir: str | os.PathLike, merge: bool = Fals
                      adir)
         else:
             load_detector_heads(bundle.detector, det_file)
+    if bundle is not None and settings.component == "tracker" and retrains_confidence_heads(settings):
+        bundle.confidence_heads = {"iou": False, "presence": False}
+        log.info("adapter %s retrained the mask decoder without an IoU / object-score loss: confidence is n/a", adir)
     if merge:
         merged = peft_model.merge_and_unload()
         if bundle is not None:
@@ -221,6 +259,13 @@ def load_adapter(target: Any, adapter_dir: str | os.PathLike, merge: bool = Fals
         bundle.adapter = str(adir)
         return bundle
     return peft_model
+
+
+def retrains_confidence_heads(settings: LoraSettings) -> bool:
+    """True when the adapter trained the tracker's whole mask decoder (``trainable_heads`` names ``mask_decoder``):
+    OncoSeg's trainer supervises masks only (Dice + focal), so the decoder's IoU and object-score heads no longer
+    predict anything meaningful and are reported as n/a."""
+    return any(h == "mask_decoder" or h.startswith("mask_decoder.") for h in settings.trainable_heads)
 
 
 def _load_heads(base: nn.Module, heads: dict[str, torch.Tensor]) -> list[str]:
@@ -292,14 +337,18 @@ def load_detector_heads(detector: nn.Module, path: str | os.PathLike) -> int:
     from safetensors.torch import load_file
 
     path = Path(path)
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    state = load_file(str(path))
+    with adapter_file_errors(path):
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(path))
     params: dict[str, torch.nn.Parameter] = {}
     for n, p in detector.named_parameters():
         if "lora_" not in n:
             params[n.replace(".base_layer", "")] = p
-    heads = json.loads(meta["heads"]) if "heads" in meta else sorted({k.split(".", 1)[0] for k in state})
+    try:
+        heads = json.loads(meta["heads"]) if "heads" in meta else sorted({k.split(".", 1)[0] for k in state})
+    except ValueError:
+        raise ModelError(f"{path}: unreadable 'heads' metadata", "save the adapter again") from None
     unexpected = sorted(k for k, v in state.items() if k not in params or tuple(params[k].shape) != tuple(v.shape))
     missing = sorted(n for n in params if any(n.startswith(f"{h}.") for h in heads) and n not in state)
     if unexpected or missing or not state:
