@@ -97,10 +97,13 @@ def test_box_from_mask_follows_the_challenge_definition() -> None:
     m[2:7, 4:9, 10:15] = True
     m[6, 4:12, 10:25] = True
     b = box_from_mask(m)
+    # get_boxes.py: the middle of the distinct foreground slices (2..6 -> 4), not the slice of the middle voxel
+    # (slice 6 holds most voxels, so the middle voxel lies there)
     z_idx = np.nonzero(m)[0]
-    assert (b.z_min, b.z_max, b.z_mid) == (2, 6, int(z_idx[len(z_idx) // 2]))
+    assert int(z_idx[len(z_idx) // 2]) == 6
+    assert (b.z_min, b.z_max, b.z_mid) == (2, 6, 4)
     jj, ii = np.nonzero(m[b.z_mid])
-    assert (b.x_min, b.y_min, b.x_max, b.y_max) == (ii.min(), jj.min(), ii.max(), jj.max()) == (10, 4, 24, 11)
+    assert (b.x_min, b.y_min, b.x_max, b.y_max) == (ii.min(), jj.min(), ii.max(), jj.max()) == (10, 4, 14, 8)
     assert Box3D.from_challenge(b.to_challenge()) == b
 
 
@@ -142,7 +145,8 @@ def test_protocol_scores_each_step_and_stops_clicking_when_perfect(tmp_path) -> 
     first[0:2, 32:36, 0:4] = 1  # FP slab C (32)
     first[5:9, 33:38, 33] = 0  # class 2 misses a column of 20 voxels
     spacing = (0.7, 0.9, 2.0)
-    case = InteractiveCase("toy", Volume(np.zeros(gts.shape, np.int16), spacing=spacing), gts)
+    case = InteractiveCase("toy", Volume(np.zeros(gts.shape, np.int16), spacing=spacing), gts,
+                           boxes={c: box_from_mask(gts == c) for c in (1, 2)})
     stub = FixingStub(gts, first)
     res = run_case(case, stub)
     assert stub.calls == 6 and len(res.dsc) == 6

@@ -2,8 +2,12 @@
 
 - ``oncoseg evaluate interactive --data CASES --model M --out DIR``: the CVPR 2025 interactive protocol (a 3D box,
   then 5 clicks at the deepest point of the largest error region; DSC/NSD per step, DSC_AUC, NSD_AUC, finals, time)
-  on challenge ``.npz`` files (a file or a folder; ``--gts`` for a separate ground-truth folder). Writes
-  interactive_metrics.csv, interactive_summary.json and dice_per_click.png.
+  on challenge ``.npz`` files (a file or a folder; ``--gts`` for a separate ground-truth folder), scored exactly as
+  the challenge's CVPR25_iter_eval.py (docs/evaluation.md). A case without ``boxes`` (or ``--no-box``) starts from
+  clicks and scores 0 at the box step; ``--boxes-from-gt`` makes boxes from the ground truth instead (not the
+  challenge's rule). NSD uses the npz spacing as the challenge does (x, y, z applied to the z, y, x axes);
+  ``--physical-spacing`` applies it to the axes it describes. Writes interactive_metrics.csv,
+  interactive_summary.json and dice_per_click.png.
 - ``oncoseg evaluate one-prompt --dataset KIND:PATH ... --prompt box|point --model M --out DIR``: one prompt per
   slice and structure from the ground truth; Dice, IoU, NSD (2 mm), HD95 per case, dataset and modality (CSV + JSON
   + a markdown table on stdout). KIND is msd, folder2d, npz or phantom (``phantom:N`` = N synthetic CTs).
@@ -38,7 +42,13 @@ def register(subparsers: Any) -> None:
     it.add_argument("--data", required=True, help="a challenge .npz file or a folder of them")
     it.add_argument("--gts", default=None, help="folder with ground-truth npz files of the same names")
     it.add_argument("--clicks", type=int, default=5)
-    it.add_argument("--no-box", action="store_true", help="start from clicks only (step 1 scores 0)")
+    it.add_argument("--no-box", action="store_true",
+                    help="ignore the files' boxes: the box step scores 0 and clicks start from an empty prediction")
+    it.add_argument("--boxes-from-gt", action="store_true",
+                    help="cases without boxes get boxes made from the ground truth (not the challenge's rule)")
+    it.add_argument("--physical-spacing", action="store_true",
+                    help="NSD with the npz spacing on the axes it describes (x->i, y->j, z->k) instead of the "
+                         "challenge's as-stored order (leaderboard numbers)")
     it.add_argument("--method", choices=("box", "centroid", "memory"), default="box", help="propagation method")
     it.set_defaults(func=run_interactive)
     op = sub.add_parser("one-prompt", parents=[common], help="one box/point per slice from the ground truth")
@@ -74,7 +84,17 @@ def run_interactive(args: argparse.Namespace) -> int:
     cases = (read_challenge_case(f, (Path(args.gts) / f.name) if args.gts else None) for f in files)
     seg = SessionSegmenter(_bundle(args), modality=args.modality, window=tuple(args.window) if args.window else None,
                            method=args.method)
-    results = run_protocol(cases, seg, n_clicks=args.clicks, use_boxes=not args.no_box, progress=_progress(args))
+    if args.no_box and args.boxes_from_gt:
+        raise InputError("--no-box and --boxes-from-gt exclude each other", "pass one of them")
+    if args.clicks < 1:
+        raise InputError(f"--clicks must be at least 1, got {args.clicks}")
+    results = run_protocol(cases, seg, n_clicks=args.clicks, use_boxes=not args.no_box, progress=_progress(args),
+                           boxes_from_gt=args.boxes_from_gt,
+                           spacing_mode="physical" if args.physical_spacing else "official")
+    for r in results:
+        if r.failed_steps:
+            print(f"warning: case {r.name}: no prediction at step(s) {r.failed_steps}"
+                  + ("" if r.counted else "; case left out of the means, as the challenge does"), file=sys.stderr)
     paths = write_protocol_reports(results, args.out, title=f"CVPR25 protocol - {args.model}")
     summary = json.loads(Path(paths["summary"]).read_text())["summary"]
     print(json.dumps({"summary": summary, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
