@@ -155,7 +155,10 @@ def test_volume_from_slicer_recovers_lps_geometry():
     assert got.modality == "CT"
 
 
-def test_labels_to_grid_permuted_and_flipped_grids_against_point_lookup():
+def test_place_on_grid_permuted_and_flipped_grids_against_point_lookup():
+    """The one re-indexer (export.labelmap_io.place_on_grid) that the module's RTSTRUCT/SEG export uses."""
+    from OncoSegLib.export.labelmap_io import array_index_to_lps, place_on_grid
+
     src = _oblique_volume((5, 7, 9))
     labels = (np.arange(src.array.size) % 7).reshape(src.shape_kji).astype(np.uint8)
     # destination: same voxels, k reversed and i/j swapped (as a series sorted the other way might be)
@@ -165,20 +168,20 @@ def test_labels_to_grid_permuted_and_flipped_grids_against_point_lookup():
     dst_dir = np.column_stack([d[:, 1], d[:, 0], -d[:, 2]])
     origin = src.ijk_to_lps_points([[0, 0, n_k - 1]])[0]
     dst = Volume(np.zeros((n_k, n_i, n_j)), spacing=(sj, si, sk), origin=tuple(origin), direction=dst_dir)
-    got = C.labels_to_grid(labels, src.ijk_to_ras, dst)
+    got = place_on_grid(labels, array_index_to_lps(src), dst)
     # oracle: every destination voxel centre looked up in the source grid
     exp = np.zeros(dst.shape_kji, labels.dtype)
     for k, j, i in np.ndindex(dst.shape_kji):
         s = np.round(src.lps_to_ijk_points(dst.ijk_to_lps_points([[i, j, k]]))[0]).astype(int)
         exp[k, j, i] = labels[s[2], s[1], s[0]]
     assert np.array_equal(got, exp)
-    assert np.array_equal(C.labels_to_grid(labels, src.ijk_to_ras, src), labels)
+    assert np.array_equal(place_on_grid(labels, array_index_to_lps(src), src), labels)
     shifted = src.with_array(src.array, origin=tuple(np.asarray(src.origin) + 0.5 * d[:, 0] * si))
     with pytest.raises(InputError, match="grid"):
-        C.labels_to_grid(labels, src.ijk_to_ras, shifted)
+        place_on_grid(labels, array_index_to_lps(src), shifted)
     finer = src.with_array(np.zeros((5, 7, 18)), spacing=(si / 2, sj, sk))
     with pytest.raises(InputError):
-        C.labels_to_grid(labels, src.ijk_to_ras, finer)
+        place_on_grid(labels, array_index_to_lps(src), finer)
 
 
 def test_series_folder_from_files(tmp_path):

@@ -5,8 +5,9 @@ feeds it the prompts the user placed (incrementally: only new prompts run), and 
 confidence and measurements. Every method that runs the model is meant to be called on the module's worker thread
 (:mod:`OncoSegLib.slicer_support.worker`); none touches MRML or Qt.
 
-It also holds the export helpers that need no Slicer: putting a label map from Slicer's voxel grid onto the DICOM
-series grid (exact permutation/flip only, never resampling), and locating the original series from a list of files.
+It also holds the helpers that need no Slicer: the session key of a volume node, a Volume from a node's voxels and
+matrix, and a folder holding the original series from a list of files (re-indexing onto the series grid is
+``OncoSegLib.export.labelmap_io.place_on_grid``, shared with the command line).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class OncoSegCore:
 
     # ----- volume -----
     def set_volume(self, volume: Volume, key: str, modality: str | None = None) -> bool:
-        """Make ``volume`` the session's image unless ``key`` (node ID + modified time) is unchanged.
+        """Make ``volume`` the session's image unless ``key`` (:func:`volume_key`) is unchanged.
 
         Returns True when a new session was started (previous prompts/objects forgotten).
         """
@@ -297,48 +298,18 @@ def _check_cancel(cancel: CancelToken | None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- export helpers
-def labels_to_grid(labels: np.ndarray, src_ijk_to_ras: np.ndarray, dst: Volume, tol: float = 1e-3) -> np.ndarray:
-    """Put a (K, J, I) label array from Slicer's voxel grid onto another grid of the same voxels (e.g. the DICOM
-    series as ``read_dicom_series`` orders it), by exact axis permutation and flips only.
+def volume_key(node_id: str, image_mtime: int, scalars_mtime: int, ijk_to_ras: np.ndarray) -> str:
+    """Session key of a Slicer volume: which voxels and which grid, not the node's other state.
 
     Args:
-        labels: (K, J, I) array on the source grid.
-        src_ijk_to_ras: the source grid's IJKToRAS (Slicer volume node, 4x4).
-        dst: the destination grid (LPS Volume; its array is not used).
-    Raises InputError when the two grids are not the same voxels (different spacing, shift or rotation), because
-    resampling a contour is a clinical error this module refuses to make silently.
+        node_id: the volume node's ID.
+        image_mtime, scalars_mtime: modified times of its vtkImageData and of the scalar array (voxel edits).
+        ijk_to_ras: its IJKToRAS 4x4 (a changed origin/spacing/direction needs a new session).
+    The node's own MTime is deliberately not part of it: renaming, attributes, a parent transform or saving change
+    that time but neither the voxels nor the IJK prompts, so the session (objects, embeddings) must survive them.
     """
-    lab = np.asarray(labels)
-    m = dst.ras_to_ijk @ np.asarray(src_ijk_to_ras, dtype=float)  # src ijk -> dst ijk
-    lin, t = m[:3, :3], m[:3, 3]
-    r = np.round(lin)
-    if not np.allclose(lin, r, atol=tol) or not np.allclose(t, np.round(t), atol=tol * 100):
-        raise InputError("the segmentation's voxel grid is not the DICOM series' grid",
-                         hint="segment the volume loaded from that DICOM series (no resampling or cropping)")
-    perm = np.abs(r)
-    if not (np.allclose(perm.sum(axis=0), 1) and np.allclose(perm.sum(axis=1), 1)):
-        raise InputError("the segmentation's voxel grid is rotated or scaled against the DICOM series")
-    src_shape_ijk = lab.shape[::-1]
-    dst_shape_ijk = dst.shape_ijk
-    out = np.zeros(dst.shape_kji, dtype=lab.dtype)
-    # for every destination axis d, find its source axis s and sign
-    src_axis = [int(np.argmax(perm[d])) for d in range(3)]
-    sign = [int(r[d, src_axis[d]]) for d in range(3)]
-    offs = [int(round(t[d])) for d in range(3)]
-    for d in range(3):
-        if dst_shape_ijk[d] != src_shape_ijk[src_axis[d]]:
-            raise InputError("the segmentation and the DICOM series have different sizes")
-        lo = offs[d] if sign[d] > 0 else offs[d] - (src_shape_ijk[src_axis[d]] - 1)
-        if lo != 0:
-            raise InputError("the segmentation's voxel grid is shifted against the DICOM series")
-    # transpose (K,J,I) source to destination axis order, then flip
-    src_dims_kji = {0: 2, 1: 1, 2: 0}  # ijk axis -> array dim
-    order = [src_dims_kji[src_axis[d]] for d in (2, 1, 0)]  # destination k, j, i
-    out = np.transpose(lab, order)
-    flips = tuple(ax for ax, d in zip((0, 1, 2), (2, 1, 0)) if sign[d] < 0)
-    if flips:
-        out = np.flip(out, axis=flips)
-    return np.ascontiguousarray(out)
+    geometry = ",".join(f"{v:.6g}" for v in np.asarray(ijk_to_ras, dtype=float)[:3, :].ravel())
+    return f"{node_id}|{int(image_mtime)}|{int(scalars_mtime)}|{geometry}"
 
 
 def series_folder_from_files(files: Sequence[str | os.PathLike], workdir: str | os.PathLike | None = None) -> Path:
