@@ -3,11 +3,14 @@
 One series:  oncoseg autoseg SERIES_DIR --protocol PROTOCOL.yaml --out OUT_DIR [--model NAME|PATH] [--series UID]
              [--seg] [--nifti] [--device auto] [--overwrite] [--allow-modality-mismatch]
 AI node:     oncoseg autoseg --watch INBOX --outbox OUTBOX --protocol PROTOCOL.yaml [--settle 10] [--poll 5]
-             [--max-jobs N] [--timeout SECONDS] [--error-dir DIR]
+             [--max-jobs N] [--timeout SECONDS] [--error-dir DIR] [--error-hold 60]
 
 OUT_DIR receives rtstruct.dcm (when a structure was found), seg.dcm (--seg), labels.nii.gz (--nifti) and
 report.json (per structure: found, instances, score, volume mL, RECIST mm, low-confidence flag). Structures not
 found are listed in report.json and left out of the RTSTRUCT. See docs/autoseg.md.
+
+Watch mode exits 2 with one line (every job left in the inbox) when the model cannot be loaded, the disk is full,
+or another watcher already serves the inbox or outbox.
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ def register(subparsers: Any) -> None:
     w = p.add_argument_group("watch mode (AI node)")
     w.add_argument("--watch", default=None, metavar="INBOX", help="poll this folder for series subfolders")
     w.add_argument("--outbox", default=None, metavar="OUTBOX", help="results go to OUTBOX/<subfolder>/")
-    w.add_argument("--error-dir", default=None, metavar="DIR", help="failed jobs go here (default OUTBOX/error)")
+    w.add_argument("--error-dir", default=None, metavar="DIR",
+                   help="failed jobs go here (default OUTBOX/.error; inside OUTBOX only under a hidden name)")
+    w.add_argument("--error-hold", type=float, default=None, metavar="S",
+                   help="a failed job stays in the inbox until unchanged for S more seconds, then moves to the "
+                        "error folder (default 60; a copy that paused is tried again, not moved)")
     w.add_argument("--settle", type=float, default=10.0, metavar="S",
                    help="a series is complete when its files are unchanged for S seconds (default 10)")
     w.add_argument("--poll", type=float, default=5.0, metavar="S", help="seconds between inbox scans (default 5)")
@@ -71,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give SERIES_DIR (one series) or --watch INBOX --outbox OUTBOX")
     if args.out is None:
         raise InputError("--out OUT_DIR is required", "name the folder that receives rtstruct.dcm and report.json")
-    for opt in ("outbox", "error_dir", "max_jobs", "timeout"):
+    for opt in ("outbox", "error_dir", "error_hold", "max_jobs", "timeout"):
         if getattr(args, opt) is not None:
             raise InputError(f"--{opt.replace('_', '-')} applies to --watch mode only")
 
@@ -111,7 +118,8 @@ def _run_watch(args: argparse.Namespace, say: Any) -> int:
         raise InputError("--overwrite does not apply to --watch", "each job is processed once (see the manifest)")
     if args.series is not None:
         raise InputError("--series does not apply to --watch", "send one series per inbox subfolder")
-    for opt, v in (("settle", args.settle), ("poll", args.poll)):
+    error_hold = 60.0 if args.error_hold is None else args.error_hold
+    for opt, v in (("settle", args.settle), ("poll", args.poll), ("error-hold", error_hold)):
         if v < 0:
             raise InputError(f"--{opt} must be >= 0, got {v}")
     if args.timeout is not None and args.timeout <= 0:
@@ -120,7 +128,7 @@ def _run_watch(args: argparse.Namespace, say: Any) -> int:
                       device=args.device, seg=args.seg, nifti=args.nifti,
                       allow_modality_mismatch=args.allow_modality_mismatch, settle_s=args.settle, poll_s=args.poll,
                       max_jobs=args.max_jobs, timeout_s=args.timeout,
-                      error_dir=Path(args.error_dir) if args.error_dir else None)
+                      error_dir=Path(args.error_dir) if args.error_dir else None, error_hold_s=error_hold)
     say(f"watching {cfg.inbox} -> {cfg.outbox} (Ctrl+C to stop)")
     outcomes = watch_inbox(cfg, on_event=lambda m: print(m, flush=True))
     failed = sum(1 for o in outcomes if not o.ok)
