@@ -144,16 +144,16 @@ def test_cache_lru_and_cap(bundle, pixels):
     assert len(nocache) == 0 and nocache.stats.encodes == 2
 
 
-def test_predictor_leaves_the_shared_bundles_multimask_flag_alone(pixels):
-    """The predictor's dynamic_multimask choice applies to its own calls only; the bundle (shared with training,
-    evaluation, other predictors) keeps its flag. Oracle: transformers' full forward with the flag set either way."""
+def test_single_click_stability_fallback_follows_the_checkpoint_like_stock_transformers(pixels):
+    """Default (``dynamic_multimask=None``): the decoder's configured ``dynamic_multimask_via_stability`` is used, as
+    stock transformers does (facebook/sam3's config: on) — oracle: transformers' own full forward with the same flag.
+    True/False force it for the predictor's calls only; the bundle (shared with training, evaluation, other
+    predictors) keeps its flag."""
     from OncoSegLib.models.tiny import tiny_bundle
 
     b = tiny_bundle(seed=0, text=False)
     dec = b.tracker.mask_decoder
-    dec.dynamic_multimask_via_stability = True  # what facebook/sam3's config says
-    pred = Sam3Predictor(b)  # default: dynamic_multimask=False
-    assert dec.dynamic_multimask_via_stability is True
+    dec.dynamic_multimask_via_stability = True  # what facebook/sam3's config says (transformers' default)
     kw = dict(input_points=torch.tensor([[[[56.0, 56.0]]]]), input_labels=torch.tensor([[[1]]]),
               multimask_output=False)
     with torch.inference_mode():
@@ -162,12 +162,43 @@ def test_predictor_leaves_the_shared_bundles_multimask_flag_alone(pixels):
         without = b.tracker(pixel_values=pixels[:1], **kw).pred_masks[0, 0, :1]
         dec.dynamic_multimask_via_stability = True
     assert not torch.allclose(with_flag, without, atol=1e-4)  # the flag matters for this input
-    out = pred.predict(pred.encode(pixels[:1]), points=[[56.0, 56.0]], labels=[1])
+
+    stock = Sam3Predictor(b)  # default: follow the checkpoint, like transformers
+    assert stock.dynamic_multimask is None
+    out = stock.predict(stock.encode(pixels[:1]), points=[[56.0, 56.0]], labels=[1])
+    assert torch.allclose(out.low_res[0], with_flag, atol=1e-5)
+    dec.dynamic_multimask_via_stability = False  # a checkpoint exported with it off (oncoseg train)
+    out = stock.predict(stock.encode(pixels[:1]), points=[[56.0, 56.0]], labels=[1])
+    assert torch.allclose(out.low_res[0], without, atol=1e-5)
+    dec.dynamic_multimask_via_stability = True
+
+    off = Sam3Predictor(b, dynamic_multimask=False)
+    out = off.predict(off.encode(pixels[:1]), points=[[56.0, 56.0]], labels=[1])
     assert torch.allclose(out.low_res[0], without, atol=1e-5)
     assert dec.dynamic_multimask_via_stability is True  # restored after the call
-    keep = Sam3Predictor(b, dynamic_multimask=True)
-    out2 = keep.predict(keep.encode(pixels[:1]), points=[[56.0, 56.0]], labels=[1])
+    dec.dynamic_multimask_via_stability = False
+    on = Sam3Predictor(b, dynamic_multimask=True)
+    out2 = on.predict(on.encode(pixels[:1]), points=[[56.0, 56.0]], labels=[1])
     assert torch.allclose(out2.low_res[0], with_flag, atol=1e-5)
+    assert dec.dynamic_multimask_via_stability is False
+
+
+def test_uninformative_confidence_heads_are_reported_as_none(pixels):
+    """A model whose IoU / object-score heads were not trained (``confidence_heads`` False) reports None, not the
+    head's number; the mask is unchanged."""
+    from OncoSegLib.models.tiny import tiny_bundle
+
+    b = tiny_bundle(seed=0, text=False, video=False)
+    pred = Sam3Predictor(b)
+    emb = pred.encode(pixels[:1])
+    full = pred.predict(emb, box=(20.0, 30.0, 70.0, 90.0))
+    assert isinstance(full.iou, float) and isinstance(full.presence, float)
+    b.confidence_heads = {"iou": True, "presence": False}  # e.g. LiteMedSAM: an IoU head, no presence head
+    part = pred.predict(emb, box=(20.0, 30.0, 70.0, 90.0))
+    assert part.iou == full.iou and part.presence is None
+    b.confidence_heads = {"iou": False, "presence": False}
+    none = pred.predict(emb, box=(20.0, 30.0, 70.0, 90.0))
+    assert none.iou is None and none.presence is None and np.array_equal(none.logits, full.logits)
 
 
 def test_cache_encodes_a_slice_once_when_two_threads_ask():

@@ -64,14 +64,16 @@ class MaskPrediction:
     Attributes:
         logits: (H, W) float32 numpy mask logits at slice size (``out_hw``) or (L, L) in the model mask grid.
         low_res: (1, 1, L, L) torch logits in the model mask grid (usable as a later ``mask_input``).
-        iou: predicted IoU of the returned mask (0..1).
-        presence: sigmoid of the object-score logit (0..1): does the object appear at all.
+        iou: predicted IoU of the returned mask (0..1), or ``None`` ("n/a") when the model's IoU head was not
+            trained to predict it (``confidence_heads["iou"]`` False).
+        presence: sigmoid of the object-score logit (0..1): does the object appear at all; ``None`` when that head
+            is uninformative (``confidence_heads["presence"]`` False) or absent.
     """
 
     logits: np.ndarray
     low_res: torch.Tensor
-    iou: float
-    presence: float
+    iou: float | None
+    presence: float | None
 
     @property
     def mask(self) -> np.ndarray:
@@ -117,15 +119,20 @@ class Sam3Predictor:
 
     Args:
         bundle: a :class:`~OncoSegLib.models.bundle.Sam3Bundle` (tracker required; detector + tokenizer for text).
-        dynamic_multimask: keep transformers' ``dynamic_multimask_via_stability`` (swaps in another mask output at
-            eval time when the single-mask output looks unstable). Default False: with single-mask fine-tuned (and
-            tiny random) decoders it makes results jump (measured: Dice 0.0-0.5 swings). The setting applies to this
-            predictor's calls only: the (shared) mask decoder's flag is set for the duration of each decode or
-            propagation step and restored afterwards, so the bundle other code holds is left as it was loaded.
+        dynamic_multimask: SAM's stability fallback for single-mask decoding (transformers'
+            ``dynamic_multimask_via_stability``, Meta's ``dynamic_multimask_via_stability`` in the tracker): when the
+            single-mask output of a one-click prompt looks unstable (its area changes with the threshold), the best
+            of the three multimask outputs is used instead. ``None`` (default) = what the checkpoint's config says,
+            as stock transformers and Meta's tracker do: on for facebook/sam3 (the config default), off for models
+            whose single-mask output alone was fine-tuned (``oncoseg train`` exports write it off; the multimask
+            outputs of such decoders were never trained: measured Dice swings of 0.0-0.5 with it on). True / False
+            force it. The setting applies to this predictor's calls only: the (shared) mask decoder's flag is set
+            for the duration of each decode or propagation step and restored afterwards, so the bundle other code
+            holds is left as it was loaded.
         cpu_bf16: run bf16 autocast on CPU too (CUDA always uses bf16 autocast).
     """
 
-    def __init__(self, bundle: Any, dynamic_multimask: bool = False, cpu_bf16: bool = False):
+    def __init__(self, bundle: Any, dynamic_multimask: bool | None = None, cpu_bf16: bool = False):
         if getattr(bundle, "tracker", None) is None:
             raise ModelError("the model bundle has no tracker (Sam3TrackerModel)", "load a SAM3 checkpoint")
         self.bundle = bundle
@@ -133,7 +140,7 @@ class Sam3Predictor:
         self.image_size = int(bundle.image_size)
         self.device = torch.device(getattr(bundle, "device", "cpu"))
         self.cpu_bf16 = bool(cpu_bf16)
-        self.dynamic_multimask = bool(dynamic_multimask)
+        self.dynamic_multimask = None if dynamic_multimask is None else bool(dynamic_multimask)
         pe = self.tracker.prompt_encoder
         self.mask_size = int(pe.mask_input_size[0])
         self._pos_cache: dict[tuple, list[torch.Tensor]] = {}
@@ -147,6 +154,13 @@ class Sam3Predictor:
     def has_video(self) -> bool:
         return getattr(self.bundle, "video", None) is not None
 
+    @property
+    def confidence_heads(self) -> dict[str, bool]:
+        """Which confidence outputs mean something: ``{"iou": bool, "presence": bool}`` (the bundle's
+        ``confidence_heads``; both True for stock SAM3). An uninformative one is reported as ``None`` ("n/a")."""
+        heads = getattr(self.bundle, "confidence_heads", None) or {}
+        return {"iou": bool(heads.get("iou", True)), "presence": bool(heads.get("presence", True))}
+
     def _decoders(self) -> list[Any]:
         out: list[Any] = []
         for model in (self.tracker, getattr(self.bundle, "video", None)):
@@ -157,17 +171,19 @@ class Sam3Predictor:
 
     @contextlib.contextmanager
     def decoder_settings(self) -> Iterator[None]:
-        """Apply this predictor's ``dynamic_multimask`` choice to the mask decoder(s) for the duration of a call and
-        restore the previous value after it (the bundle may be shared with training, evaluation or another
-        predictor). Calls on one decoder are serialised by a per-decoder lock while the flag is swapped."""
+        """Apply this predictor's ``dynamic_multimask`` choice (``None``: the decoder's own, as loaded) to the mask
+        decoder(s) for the duration of a call and restore the previous value after it (the bundle may be shared with
+        training, evaluation or another predictor). Calls on one decoder are serialised by a per-decoder lock, so
+        another predictor's choice never leaks into this call."""
         decs = self._decoders()
         locks = [_decoder_lock(d) for d in decs]
         for lk in locks:
             lk.acquire()
         old = [d.dynamic_multimask_via_stability for d in decs]
         try:
-            for d in decs:
-                d.dynamic_multimask_via_stability = self.dynamic_multimask
+            if self.dynamic_multimask is not None:
+                for d in decs:
+                    d.dynamic_multimask_via_stability = self.dynamic_multimask
             yield
         finally:
             for d, v in zip(decs, old):
@@ -303,12 +319,13 @@ class Sam3Predictor:
         ious = out.iou_scores[0, 0].float()  # (M,)
         best = int(torch.argmax(ious)) if multimask else 0
         low = masks[best][None, None].detach()
-        presence = float(torch.sigmoid(out.object_score_logits.float().reshape(-1)[0]))
+        heads = self.confidence_heads
+        presence = float(torch.sigmoid(out.object_score_logits.float().reshape(-1)[0])) if heads["presence"] else None
         logits = low[0, 0]
         if out_hw is not None:
             logits = resize_mask_logits(logits.cpu(), tuple(out_hw))
         return MaskPrediction(logits=np.asarray(logits.cpu().numpy(), dtype=np.float32), low_res=low.cpu(),
-                              iou=float(ious[best]), presence=presence)
+                              iou=float(ious[best]) if heads["iou"] else None, presence=presence)
 
     def mask_to_logits(self, mask: np.ndarray, scale: float = 10.0) -> torch.Tensor:
         """A boolean (H, W) slice mask -> (1, 1, L, L) mask-input logits in the model mask grid.
