@@ -215,7 +215,7 @@ def test_memory_equals_stock_video_propagation_and_stays_bounded():
         expect = (logits > 0).numpy() if presence >= 0.5 else np.zeros((28, 36), bool)
         assert mine.presence == pytest.approx(presence, abs=1e-4)
         assert np.array_equal(mine.mask, expect)
-    assert Sam3Predictor  # imported for clarity of what the session wraps
+    assert isinstance(s.predictor, Sam3Predictor) and s.predictor.bundle is bundle  # the session wraps the bundle
 
 
 def test_propagate_all_skips_objects_without_prompts():
@@ -319,7 +319,7 @@ def test_memory_propagation_runs_under_the_predictors_autocast_and_decoder_setti
     monkeypatch.setattr(bundle.video, "forward", spy)
     shape = (6, 28, 36)
     vol = ct_volume([ellipsoid(shape, (18, 14, 3), (8, 7, 9))], shape)
-    s = SegmentationSession(Sam3Predictor(bundle, cpu_bf16=True), cache_mb=64)
+    s = SegmentationSession(Sam3Predictor(bundle, dynamic_multimask=False, cpu_bf16=True), cache_mb=64)
     s.set_volume(vol, modality="ct")
     o = s.add_object("a")
     s.add_mask(o, vol.array[2] > 0, index=2)
