@@ -143,6 +143,26 @@ def test_empty_masks_defined_where_monai_is_nan_or_inf():
     assert M.to_jsonable(res)["1"]["hd95"] is None and res[1]["volume_gt_ml"] == 0.0
 
 
+def test_nsd_counts_a_boundary_distance_exactly_equal_to_the_tolerance_as_monai():
+    """Two one-slice plates 4 slices apart at 0.5 mm: every facing boundary voxel is exactly 2.0 mm from the other
+    plate (sqrt(4.0) is exact), the overhang of the wider plate is farther. MONAI counts d <= tolerance."""
+    a = np.zeros((10, 12, 16), bool)
+    b = np.zeros_like(a)
+    a[2, 2:10, 2:10] = True
+    b[6, 2:10, 2:14] = True
+    spacing = (0.5, 1.0, 1.0)
+    dpg, dgp = M.surface_distances(a, b, spacing)
+    assert np.count_nonzero(dpg == 2.0) == 64 and np.count_nonzero(dgp == 2.0) == 64  # the case is on the edge
+    at, below = 2.0, 2.0 - 1e-6  # MONAI compares in float32: a nextafter(2.0, 0) would round back to 2.0
+    ref_at = monai_all(a, b, spacing, at)["nsd"]
+    ref_below = monai_all(a, b, spacing, below)["nsd"]
+    assert ref_at == pytest.approx(128 / (64 + 96), rel=1e-6) and ref_below == 0.0
+    assert M.nsd(a, b, spacing, at) == pytest.approx(ref_at, rel=1e-6)
+    assert M.nsd(a, b, spacing, below) == pytest.approx(ref_below, abs=1e-12)
+    assert M.evaluate_label_maps(a.astype(np.uint8), b.astype(np.uint8), spacing, tolerance_mm=at,
+                                 with_recist=False)[1]["nsd"] == pytest.approx(ref_at, rel=1e-6)
+
+
 def test_nsd_counts_voxels_not_surface_areas():
     rng = np.random.default_rng(11)
     a, b = blobs(rng, (10, 16, 16)), blobs(rng, (10, 16, 16))
