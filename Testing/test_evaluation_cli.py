@@ -62,3 +62,39 @@ def test_one_prompt_cli_on_phantoms(tmp_path: Path, tiny_model: Path, capsys) ->
     with open(out / "one_prompt_cases.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["name"] for r in rows} >= {"liver", "vertebra"}
+
+
+def test_interactive_box_rules_and_spacing_flag(tmp_path: Path, tiny_model: Path, capsys) -> None:  # noqa: ANN001
+    """A file without boxes and --no-box both skip the box step (scored 0, model not run); --boxes-from-gt runs it;
+    --physical-spacing is recorded; the two box flags together are a one-line error (exit 2)."""
+    from OncoSegLib.cli import main
+
+    gts = np.zeros((4, 32, 32), dtype=np.uint8)
+    gts[1:3, 8:20, 10:24] = 1
+    imgs = np.where(gts > 0, 120, 0).astype(np.int16) + np.int16(-50)
+    plain, boxed = tmp_path / "plain", tmp_path / "boxed"
+    plain.mkdir()
+    boxed.mkdir()
+    np.savez(plain / "CT_a.npz", imgs=imgs, gts=gts, spacing=np.array([0.8, 0.8, 2.0]))
+    np.savez(boxed / "CT_a.npz", imgs=imgs, gts=gts, spacing=np.array([0.8, 0.8, 2.0]),
+             boxes=np.array([box_from_mask(gts == 1).to_challenge()], dtype=object))
+    common = ["--model", str(tiny_model), "--device", "cpu", "--modality", "ct", "--quiet", "--clicks", "2"]
+
+    def run(data: Path, out: str, *extra: str) -> tuple[dict, dict]:
+        assert main(["evaluate", "interactive", "--data", str(data), "--out", str(tmp_path / out), *common,
+                     *extra]) == 0
+        with open(tmp_path / out / "interactive_metrics.csv", newline="") as fh:
+            row = list(csv.DictReader(fh))[0]
+        return row, json.loads((tmp_path / out / "interactive_summary.json").read_text())["cases"][0]
+
+    for data, out, extra in ((plain, "o1", ()), (boxed, "o2", ("--no-box",))):
+        row, case = run(data, out, *extra)
+        assert (row["DSC_1"], row["NSD_1"], row["RunningTime_1"]) == ("0.0", "0.0", "0.0")
+        assert case["spacing_mode"] == "official"
+    row, case = run(plain, "o3", "--boxes-from-gt", "--physical-spacing")
+    assert float(row["RunningTime_1"]) > 0 and case["spacing_mode"] == "physical"
+    capsys.readouterr()
+    rc = main(["evaluate", "interactive", "--data", str(plain), "--out", str(tmp_path / "o4"), *common, "--no-box",
+               "--boxes-from-gt"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--no-box and --boxes-from-gt" in err[0]
