@@ -392,7 +392,7 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         job = self.logic.submitPrompts(request, dropIfBusy=interactive, onDone=self.onResult, onError=self.showError)
         if job is not None:
-            self.setBusy(True, _("Segmenting {name}...").format(name=request["prompts"].object_name))
+            self.setBusy(True, _("Segmenting {name}...").format(name=request["prompts"].name))
 
     def onSegment(self) -> None:
         self.runPrompts(interactive=False)
@@ -655,7 +655,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
                 setattr(parameterNode, attr, node)
 
     def promptsFromNodes(self, parameterNode):
-        """StoredPrompts (IJK) from the prompt markups of a parameter node."""
+        """ObjectPrompts (IJK) from the prompt markups of a parameter node."""
         p = parameterNode
         rasToIjk, toWorld, shape = self.volumeGeometry(p.inputVolume)
 
@@ -909,11 +909,11 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         """Segment one object from prompts; returns the segmentation node.
 
         ``prompts``: a dict such as ``{"points_ras": [[r, a, s]], "negative": [[i, j, k]], "box_ras": [[...], [...]],
-        "axis": "axial"}`` (see ``OncoSegLib.slicer_support.prompts.prompts_from_console``) or a StoredPrompts.
+        "axis": "axial"}`` (RAS = world; see ``OncoSegLib.prompts.parse_console_prompts``) or an ObjectPrompts.
         """
-        rasToIjk, toWorld, shape = self.volumeGeometry(volumeNode)
-        stored = oncoPrompts.prompts_from_console(prompts, object_name=name, ras_to_ijk=rasToIjk,
-                                                  volume_to_world=toWorld, shape_ijk=shape)
+        from OncoSegLib.prompts import parse_console_prompts
+
+        stored = parse_console_prompts(prompts, oncoGeometry.NodeGrid(*self.volumeGeometry(volumeNode)), name)
         request = self._volumeRequest(volumeNode, modality, model, device)
         request["prompts"] = stored
         result = self._wait(self.submitPrompts, request)
@@ -1110,7 +1110,7 @@ class OncoSegTest(ScriptedLoadableModuleTest):
         parameterNode.promptsJson = prompts.to_json()
         again = logic.getParameterNode()
         self.assertEqual(again.modality, "mri")
-        self.assertEqual(oncoPrompts.StoredPrompts.from_json(again.promptsJson), prompts)
+        self.assertEqual(type(prompts).from_json(again.promptsJson), prompts)
 
     def test_segmentAndExport(self):
         try:

@@ -112,3 +112,57 @@ def test_text_index_accepts_whole_numbers():
                         "text": [{"text": "liver", "index": 3}]}, _volume())
     assert ps.objects[0].text.index == 4 and isinstance(ps.objects[0].text.index, int)
     assert ps.texts[0].index == 3
+
+
+# ---------------------------------------------------------------------------- hostile and mistyped prompt files
+HOSTILE = {
+    "5000-digit number": '{"objects": [{"name": "a", "points": [[' + "9" * 5000 + ', 1, 1]]}]}',
+    "100000-deep nesting": '{"objects": ' + "[" * 100000 + "]" * 100000 + "}",
+    "typo 'boxs'": '{"objects": [{"name": "a", "boxs": [{"min": [1, 1, 1], "max": [3, 3, 1]}]}]}',
+    "boolean coordinate": '{"objects": [{"name": "a", "points": [[true, 1, 1]]}]}',
+    "10000 points": json.dumps({"objects": [{"name": "a", "points": [[1, 1, 1]] * 10000}]}),
+    "NaN": '{"objects": [{"name": "a", "points": [[NaN, 1, 1]]}]}',
+}
+NEEDLES = {"5000-digit number": "number JSON cannot represent", "100000-deep nesting": "too deeply",
+           "typo 'boxs'": "unknown key 'boxs'", "boolean coordinate": "coordinates must be 3 numbers",
+           "10000 points": "at most 1000", "NaN": "not a number"}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_prompt_files_are_one_line_input_errors(tmp_path, case):
+    path = tmp_path / "p.json"
+    path.write_text(HOSTILE[case])
+    with pytest.raises(InputError) as err:
+        load_prompts(path, _volume())
+    assert NEEDLES[case] in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_keys_are_refused_at_every_level():
+    vol = _volume()
+    for doc, key in [({"objects": [], "txt": ["liver"]}, "txt"),
+                     ({"objects": [{"name": "a", "points": [{"ijk": [1, 1, 1], "postive": False}]}]}, "postive"),
+                     ({"objects": [{"name": "a", "boxes": [{"min": [1, 1, 1], "max": [2, 2, 1], "fram": "lps"}]}]},
+                      "fram"),
+                     ({"text": [{"text": "liver", "idx": 3}]}, "idx")]:
+        with pytest.raises(InputError, match=f"unknown key '{key}'"):
+            parse_prompts(doc, vol)
+
+
+def test_cli_exits_2_with_one_line_on_hostile_prompt_files(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from OncoSegLib.io.nifti import write_nifti
+
+    image = tmp_path / "img.nii.gz"
+    write_nifti(_volume(), image)
+    for case in ("5000-digit number", "100000-deep nesting", "typo 'boxs'"):
+        path = tmp_path / "p.json"
+        path.write_text(HOSTILE[case])
+        run = subprocess.run([sys.executable, "-m", "OncoSegLib", "segment", str(image), "--prompts", str(path),
+                              "--out", str(tmp_path / "m.nii.gz"), "--model", "demo-not-loaded"],
+                             capture_output=True, text=True, env={**os.environ, "ONCOSEG_DEBUG": ""}, timeout=120)
+        lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+        assert run.returncode == 2 and len(lines) == 1 and NEEDLES[case] in lines[0], (case, run.stderr[-500:])
+        assert not (tmp_path / "m.nii.gz").exists()

@@ -11,7 +11,8 @@ from OncoSegLib.errors import InputError
 from OncoSegLib.io.volume import Volume
 from OncoSegLib.slicer_support import core as C
 from OncoSegLib.slicer_support import geometry as g
-from OncoSegLib.slicer_support.prompts import BoxPrompt, PointPrompt, StoredPrompts, prompts_from_markups
+from OncoSegLib.prompts import BoxPrompt, ObjectPrompts, PointPrompt
+from OncoSegLib.slicer_support.prompts import prompts_from_markups
 from OncoSegLib.slicer_support.worker import ModelWorker
 
 
@@ -60,7 +61,7 @@ def test_core_equals_direct_engine_calls_and_is_incremental(bundle, ct):
     core.use_bundle(bundle, "tiny")
     assert core.set_volume(ct, "node1:1", "ct") is True
     assert core.set_volume(ct, "node1:1", "ct") is False  # same fingerprint: session (and its cache) kept
-    p1 = StoredPrompts("lesion", points=[PointPrompt((24, 20, 3), True, "axial")],
+    p1 = ObjectPrompts("lesion", points=[PointPrompt((24, 20, 3), True, "axial")],
                        boxes=[BoxPrompt((14, 10, 3), (34, 30, 3), "axial")])
     r1 = core.apply_prompts(p1)
     # oracle: the engine driven directly with the same prompts, in the same order
@@ -75,7 +76,7 @@ def test_core_equals_direct_engine_calls_and_is_incremental(bundle, ct):
 
     spy = spies[-1]
     spy.calls.clear()
-    p2 = StoredPrompts.from_dict(p1.to_dict())
+    p2 = ObjectPrompts.from_dict(p1.to_dict())
     p2.points.append(PointPrompt((30, 25, 3), False, "axial"))
     r2 = core.apply_prompts(p2)
     assert spy.calls.count("add_point") == 1 and "add_box" not in spy.calls and "add_object" not in spy.calls
@@ -83,7 +84,7 @@ def test_core_equals_direct_engine_calls_and_is_incremental(bundle, ct):
     assert np.array_equal(r2.mask, direct.result(oid))
 
     spy.calls.clear()
-    p3 = StoredPrompts("lesion", points=[PointPrompt((30, 25, 3), False, "axial")],
+    p3 = ObjectPrompts("lesion", points=[PointPrompt((30, 25, 3), False, "axial")],
                        boxes=[BoxPrompt((14, 10, 3), (34, 30, 3), "axial")])  # first point removed: rebuild
     core.apply_prompts(p3)
     assert spy.calls[:2] == ["remove_object", "add_object"] and "add_box" in spy.calls
@@ -93,7 +94,7 @@ def test_core_equals_direct_engine_calls_and_is_incremental(bundle, ct):
     assert "remove_object" in spy.calls  # after Clear/undo the object is rebuilt from its prompts
 
     with pytest.raises(InputError, match="outside"):
-        core.apply_prompts(StoredPrompts("x", points=[PointPrompt((48, 0, 0))]))
+        core.apply_prompts(ObjectPrompts("x", points=[PointPrompt((48, 0, 0))]))
     core.set_volume(ct, "node1:2", "ct")  # volume modified: new session
     assert len(spies) == 2
 
@@ -106,7 +107,7 @@ def test_core_on_the_worker_thread_with_propagation_cancel_and_text(bundle, ct):
     try:
         def first(cancel, progress):
             core.set_volume(ct, "k", "ct")
-            return core.apply_prompts(StoredPrompts("organ", points=[PointPrompt((20, 20, 2))]))
+            return core.apply_prompts(ObjectPrompts("organ", points=[PointPrompt((20, 20, 2))]))
 
         r = worker.run_sync(first)
         assert spies[0].threads == {worker.thread_ident}  # all model work on the worker thread

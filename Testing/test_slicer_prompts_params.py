@@ -1,4 +1,4 @@
-"""Prompt storage (parameter node JSON), console prompt parsing and module settings of the Slicer module."""
+"""The stored (parameter node) JSON and the console form of the one prompt model, and the module settings."""
 
 import json
 
@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 
 from OncoSegLib.errors import InputError
+from OncoSegLib.prompts import (BoxPrompt, ObjectPrompts, PointPrompt, ScribblePrompt, TextPrompt,
+                                parse_console_prompts)
 from OncoSegLib.slicer_support import params
-from OncoSegLib.slicer_support.prompts import (BoxPrompt, PointPrompt, ScribblePrompt, StoredPrompts, TextPrompt,
-                                               prompts_from_console)
+from OncoSegLib.slicer_support.geometry import NodeGrid
+from OncoSegLib.slicing import check_axis
 
 
 def _example():
-    return StoredPrompts(
-        object_name="Tumour 1",
+    return ObjectPrompts(
+        name="Tumour 1",
         points=[PointPrompt((1, 2, 3), True, "axial"), PointPrompt((4, 5, 3), False, "coronal")],
         boxes=[BoxPrompt((0, 1, 2), (5, 6, 3), "sagittal")],
         scribbles=[ScribblePrompt(((1, 1, 1), (2, 2, 1)), False, "axial")],
@@ -27,19 +29,26 @@ def test_prompts_json_round_trip_is_exact():
     d = json.loads(s)  # plain JSON an independent reader understands
     assert d["points"][1] == {"ijk": [4, 5, 3], "positive": False, "axis": "coronal"}
     assert d["text"] == {"text": "liver tumor", "axis": "axial", "index": 7}
-    q = StoredPrompts.from_json(s)
+    q = ObjectPrompts.from_json(s)
     assert q == p
     assert q.count() == 5
-    assert StoredPrompts.from_json("").is_empty()
+    assert ObjectPrompts.from_json("").is_empty()
+    old_scene = dict(d, object_name="Tumour 1")  # schema-1 scenes stored the name as object_name
+    del old_scene["name"]
+    assert ObjectPrompts.from_dict(old_scene) == p
 
 
 def test_prompts_json_errors_are_clear():
     with pytest.raises(InputError, match="not valid JSON"):
-        StoredPrompts.from_json("{nope")
+        ObjectPrompts.from_json("{nope")
     with pytest.raises(InputError, match="newer OncoSeg"):
-        StoredPrompts.from_json(json.dumps({"version": 99}))
-    with pytest.raises(InputError):
-        StoredPrompts.from_json(json.dumps({"points": [{"ijk": [1, 2]}]}))
+        ObjectPrompts.from_json(json.dumps({"version": 99}))
+    with pytest.raises(InputError, match="coordinates must be 3 numbers"):
+        ObjectPrompts.from_json(json.dumps({"points": [{"ijk": [1, 2]}]}))
+    with pytest.raises(InputError, match="malformed"):
+        ObjectPrompts.from_json(json.dumps({"boxes": [{"ijk_min": [1, 2, 3]}]}))
+    with pytest.raises(InputError, match="true or false"):
+        ObjectPrompts.from_json(json.dumps({"points": [{"ijk": [1, 2, 3], "positive": "no"}]}))
 
 
 def test_validate_rejects_points_outside_and_bad_axes():
@@ -47,31 +56,43 @@ def test_validate_rejects_points_outside_and_bad_axes():
     p.validate((6, 7, 8))
     with pytest.raises(InputError, match="outside"):
         p.validate((6, 7, 3))  # k=3 is outside a 3-slice volume
-    bad = StoredPrompts(points=[PointPrompt((0, 0, 0), True, "oblique")])
+    bad = ObjectPrompts(points=[PointPrompt((0, 0, 0), True, "oblique")])
     with pytest.raises(InputError, match="axis"):
         bad.validate((2, 2, 2))
     with pytest.raises(InputError, match="exceeds"):
-        StoredPrompts(boxes=[BoxPrompt((3, 0, 0), (1, 1, 0))]).validate((5, 5, 5))
+        ObjectPrompts(boxes=[BoxPrompt((3, 0, 0), (1, 1, 0))]).validate((5, 5, 5))
 
 
-def test_console_prompts_ijk_ras_and_box_corner_order():
+def test_one_axis_check_accepts_capitals_everywhere():
+    """The engine and the Slicer side used two check_axis functions that disagreed on "Axial"; one remains."""
+    assert check_axis("Axial") == "axial" and check_axis(" coronal ".strip()) == "coronal"
+    assert ObjectPrompts(points=[PointPrompt((0, 0, 0), True, "Sagittal")]).axis_of(
+        ObjectPrompts(points=[PointPrompt((0, 0, 0), True, "Sagittal")]).points[0]) == "sagittal"
+    with pytest.raises(InputError, match="axis"):
+        check_axis("oblique")
+
+
+def test_console_prompts_ijk_world_ras_and_box_corner_order():
     ijk_to_ras = np.array([[0.0, 0.0, -2.0, 10.0], [-0.8, 0.0, 0.0, 5.0], [0.0, 1.5, 0.0, -3.0], [0, 0, 0, 1]])
-    ras_to_ijk = np.linalg.inv(ijk_to_ras)
+    to_world = np.eye(4)
+    to_world[:3, 3] = (5.0, -2.0, 7.0)  # a parent transform: console RAS is world RAS
+    grid = NodeGrid(np.linalg.inv(ijk_to_ras), to_world, (8, 8, 8))
     target = np.array([[3.0, 4.0, 2.0], [1.0, 0.0, 5.0]])
-    ras = target @ ijk_to_ras[:3, :3].T + ijk_to_ras[:3, 3]
-    ps = prompts_from_console({"points": [[1, 1, 1]], "negative_ras": ras.tolist(), "box": [[5, 1, 4], [2, 6, 4]],
-                               "axis": "coronal", "name": "lesion"},
-                              ras_to_ijk=ras_to_ijk, shape_ijk=(8, 8, 8))
-    assert ps.object_name == "lesion"
-    assert ps.points[0] == PointPrompt((1, 1, 1), True, "coronal")
-    assert [p.ijk for p in ps.points[1:]] == [(3, 4, 2), (1, 0, 5)]
+    world = (to_world @ ijk_to_ras @ np.c_[target, np.ones(2)].T).T[:, :3]
+    ps = parse_console_prompts({"points": [[1, 1, 1]], "negative_ras": world.tolist(), "box": [[5, 1, 4], [2, 6, 4]],
+                                "axis": "coronal", "name": "lesion"}, grid)
+    assert ps.name == "lesion" and ps.axis == "coronal"
+    assert ps.points[0] == PointPrompt((1, 1, 1), True, None) and ps.axis_of(ps.points[0]) == "coronal"
+    np.testing.assert_allclose([p.ijk for p in ps.points[1:]], target, atol=1e-9)
     assert all(not p.positive for p in ps.points[1:])
-    assert ps.boxes == [BoxPrompt((2, 1, 4), (5, 6, 4), "coronal")]
-    assert prompts_from_console("liver").text == TextPrompt("liver")
-    with pytest.raises(InputError, match="unknown prompt keys"):
-        prompts_from_console({"pionts": []})
-    with pytest.raises(InputError, match="outside"):
-        prompts_from_console({"points": [[9, 0, 0]]}, shape_ijk=(8, 8, 8))
+    assert ps.boxes == [BoxPrompt((2, 1, 4), (5, 6, 4), None)]
+    assert parse_console_prompts("liver", grid).text == TextPrompt("liver")
+    with pytest.raises(InputError, match="unknown key 'pionts'"):
+        parse_console_prompts({"pionts": []}, grid)
+    with pytest.raises(InputError, match="outside the image"):
+        parse_console_prompts({"points": [[9, 0, 0]]}, grid)
+    with pytest.raises(InputError, match="3 numbers"):
+        parse_console_prompts({"points": [[True, 0, 0]]}, grid)
 
 
 def test_settings_round_trip_and_bad_values_fall_back():

@@ -118,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             oid = session.add_object(op.name)
         for b in op.boxes:
-            session.add_box(oid, b.ijk_min, b.ijk_max, axis=op.axis)
+            session.add_box(oid, b.ijk_min, b.ijk_max, axis=op.axis_of(b))
         for pt in op.points:
-            session.add_point(oid, pt.ijk, positive=pt.positive, axis=op.axis)
+            session.add_point(oid, pt.ijk, positive=pt.positive, axis=op.axis_of(pt))
         for sc in op.scribbles:
-            session.add_scribble(oid, sc.points_ijk, positive=sc.positive, axis=op.axis)
+            session.add_scribble(oid, sc.points_ijk, positive=sc.positive, axis=op.axis_of(sc))
     for tp in prompts.texts:
         found = session.add_text(tp.text, axis=tp.axis, index=tp.index, score_threshold=args.score_threshold)
         say(f"text {tp.text!r}: {len(found)} instance(s)")

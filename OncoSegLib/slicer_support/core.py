@@ -24,7 +24,7 @@ import numpy as np
 from OncoSegLib.cancel import CancelToken, ProgressCallback
 from OncoSegLib.errors import InputError, ModelError
 from OncoSegLib.io.volume import Volume
-from OncoSegLib.slicer_support.prompts import StoredPrompts
+from OncoSegLib.prompts import ObjectPrompts
 
 
 @dataclass
@@ -92,7 +92,7 @@ def _get(obj: Any, key: str) -> Any:
 @dataclass
 class _ObjectState:
     oid: Any  # the session's object id
-    applied: StoredPrompts = field(default_factory=StoredPrompts)
+    applied: ObjectPrompts = field(default_factory=ObjectPrompts)
     stale: bool = False  # prompts were cleared/undone outside: rebuild from all prompts next time
 
 
@@ -207,7 +207,7 @@ class OncoSegCore:
         return measure(name, s.result(oid), self.volume.spacing, conf, self.low_threshold)  # type: ignore[union-attr]
 
     # ----- prompts -----
-    def apply_prompts(self, prompts: StoredPrompts, cancel: CancelToken | None = None) -> ObjectResult:
+    def apply_prompts(self, prompts: ObjectPrompts, cancel: CancelToken | None = None) -> ObjectResult:
         """Run the prompts of one object; only prompts not applied before are sent to the model.
 
         If earlier prompts were removed or changed (not a prefix of the new list), the object is rebuilt from all
@@ -219,7 +219,7 @@ class OncoSegCore:
         if prompts.is_empty() or (prompts.text is not None and prompts.count() == 1):
             raise InputError("no point, box or scribble placed",
                              hint="add a point, a box or a scribble (use the text field for text prompts)")
-        name = prompts.object_name
+        name = prompts.name
         state = self._objects.get(name)
         if state is None or state.stale or not _is_prefix(state.applied, prompts):
             if state is not None:
@@ -229,14 +229,14 @@ class OncoSegCore:
         done = state.applied
         for b in prompts.boxes[len(done.boxes):]:
             _check_cancel(cancel)
-            s.add_box(state.oid, b.ijk_min, b.ijk_max, axis=b.axis)
+            s.add_box(state.oid, b.ijk_min, b.ijk_max, axis=prompts.axis_of(b))
         for p in prompts.points[len(done.points):]:
             _check_cancel(cancel)
-            s.add_point(state.oid, p.ijk, positive=p.positive, axis=p.axis)
+            s.add_point(state.oid, p.ijk, positive=p.positive, axis=prompts.axis_of(p))
         for sc in prompts.scribbles[len(done.scribbles):]:
             _check_cancel(cancel)
-            s.add_scribble(state.oid, [list(v) for v in sc.points_ijk], positive=sc.positive, axis=sc.axis)
-        state.applied = StoredPrompts.from_dict(prompts.to_dict())
+            s.add_scribble(state.oid, [list(v) for v in sc.points_ijk], positive=sc.positive, axis=prompts.axis_of(sc))
+        state.applied = ObjectPrompts.from_dict(prompts.to_dict())
         return self._result(name)
 
     def segment_text(self, text: str, axis: str = "axial", index: int | None = None,
@@ -287,7 +287,7 @@ class OncoSegCore:
                 state.stale = True
 
 
-def _is_prefix(old: StoredPrompts, new: StoredPrompts) -> bool:
+def _is_prefix(old: ObjectPrompts, new: ObjectPrompts) -> bool:
     return (new.points[:len(old.points)] == old.points and new.boxes[:len(old.boxes)] == old.boxes
             and new.scribbles[:len(old.scribbles)] == old.scribbles)
 

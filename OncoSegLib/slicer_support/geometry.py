@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from OncoSegLib.errors import InputError
+from OncoSegLib.slicing import check_axis  # the one axis check (case-insensitive) of the project
 
 #: axis name -> index into (i, j, k) of the coordinate held constant on that slice
 AXIS_TO_IJK_INDEX: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -80,6 +81,31 @@ def world_points_to_ijk(points_world: np.ndarray | Sequence[Sequence[float]], ra
     return transform_points(world_to_ijk_matrix(ras_to_ijk, volume_to_world), world)
 
 
+@dataclass(frozen=True)
+class NodeGrid:
+    """A Slicer volume node's voxel grid seen from world coordinates, in the interface the prompt parser uses
+    (``OncoSegLib.prompts.parse_object``): its "LPS"/"RAS" are **world** coordinates (after the volume's parent
+    transform), as markups and the console give them.
+
+    Attributes:
+        ras_to_ijk: the volume's RASToIJK (4x4); volume_to_world: its parent transform (4x4, identity if none);
+        shape_ijk: (I, J, K).
+    """
+
+    ras_to_ijk: np.ndarray
+    volume_to_world: np.ndarray
+    shape_ijk: tuple[int, int, int]
+
+    @property
+    def shape_kji(self) -> tuple[int, int, int]:
+        return (int(self.shape_ijk[2]), int(self.shape_ijk[1]), int(self.shape_ijk[0]))
+
+    def lps_to_ijk_points(self, points_lps: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """(N, 3) world LPS mm -> continuous IJK."""
+        ras = np.atleast_2d(np.asarray(points_lps, dtype=float)) * np.array([-1.0, -1.0, 1.0])
+        return world_points_to_ijk(ras, self.ras_to_ijk, self.volume_to_world)
+
+
 def round_ijk(ijk: np.ndarray | Sequence[float], shape_ijk: Sequence[int], tolerance: float = 0.5) -> tuple[int, int, int]:
     """Nearest voxel (i, j, k) to a continuous IJK point; InputError when the point lies outside the volume.
 
@@ -120,13 +146,6 @@ def axis_from_slice_normal(normal_world: Sequence[float], ras_to_ijk: np.ndarray
 def slice_index(ijk: Sequence[int], axis: str) -> int:
     """The index of the slice holding voxel ``ijk`` along ``axis`` (k for axial, j for coronal, i for sagittal)."""
     return int(ijk[AXIS_TO_IJK_INDEX[check_axis(axis)]])
-
-
-def check_axis(axis: str) -> str:
-    """Return ``axis`` if it is one of axial/coronal/sagittal, else raise InputError."""
-    if axis not in AXIS_TO_IJK_INDEX:
-        raise InputError(f"unknown slicing axis {axis!r}", hint="use axial, coronal or sagittal")
-    return axis
 
 
 @dataclass(frozen=True)
