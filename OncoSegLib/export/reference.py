@@ -13,7 +13,7 @@ contour placement is exact even when the slice spacing is not uniform.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,45 +27,15 @@ __all__ = ["ReferenceSeries", "load_reference"]
 
 
 @dataclass
-class ReferenceSeries:
-    """Headers and geometry of one image series, in k order.
-
-    Attributes:
-        headers: pydicom datasets without pixel data, k order.
-        files: source files, k order.
-        positions: (K, 3) ImagePositionPatient (LPS mm, centre of pixel (0, 0)) of each slice.
-        row_dir: unit LPS vector of increasing column index i (first triplet of ImageOrientationPatient).
-        col_dir: unit LPS vector of increasing row index j (second triplet).
-        spacing_ij: (si, sj) = (column spacing, row spacing) in mm (PixelSpacing is [row spacing, column spacing]).
-        shape_kji: (K, J, I) = (slices, Rows, Columns).
-    """
-
-    headers: list[Dataset]
-    files: list[Path]
-    positions: np.ndarray
-    row_dir: np.ndarray
-    col_dir: np.ndarray
-    spacing_ij: tuple[float, float]
-    shape_kji: tuple[int, int, int]
-    series_uid: str = ""
+class ReferenceSeries(SeriesHeaders):
+    """The one series-geometry class (:class:`~OncoSegLib.io.dicom_series.SeriesHeaders`: headers, files, per-slice
+    positions, row/column directions, pixel spacing, shape, all in k order) plus what the exporters ask of it:
+    UIDs per slice, in-plane <-> LPS maps and a geometry-only Volume."""
 
     @classmethod
     def from_headers(cls, h: SeriesHeaders) -> "ReferenceSeries":
-        """Wrap what :func:`OncoSegLib.io.dicom_series.read_series_headers` returned."""
-        return cls(headers=h.headers, files=h.files, positions=h.positions, row_dir=h.row_dir, col_dir=h.col_dir,
-                   spacing_ij=h.spacing_ij, shape_kji=h.shape_kji, series_uid=h.series_uid)
-
-    def _as_headers(self) -> SeriesHeaders:
-        return SeriesHeaders(series_uid=self.series_uid or str(self.first.get("SeriesInstanceUID", "")),
-                             files=self.files, headers=self.headers, positions=self.positions,
-                             row_dir=self.row_dir, col_dir=self.col_dir, spacing_ij=self.spacing_ij,
-                             shape_kji=self.shape_kji)
-
-    @property
-    def normal(self) -> np.ndarray:
-        """Unit slice normal row_dir x col_dir (LPS)."""
-        n = np.cross(self.row_dir, self.col_dir)
-        return n / np.linalg.norm(n)
+        """Wrap what :func:`OncoSegLib.io.dicom_series.read_series_headers` returned (no copy of the headers)."""
+        return cls(**{f.name: getattr(h, f.name) for f in fields(SeriesHeaders)})
 
     @property
     def sop_instance_uids(self) -> list[str]:
@@ -117,7 +87,7 @@ class ReferenceSeries:
         spacing): a Volume (or a NIfTI affine) cannot describe such a series, and a label map placed on a
         mean-spacing grid would land on the wrong slices. The exporters themselves do not need a regular grid.
         """
-        step = self._as_headers().regular_step()
+        step = self.regular_step()
         along = self.positions @ self.normal
         k_dir = -self.normal if len(along) > 1 and along[-1] < along[0] else self.normal  # files against n
         si, sj = self.spacing_ij
