@@ -553,4 +553,5 @@ def _confidence(session: Any, oid: Any) -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001 - confidence is informative only
         return None
     d = c.__dict__ if hasattr(c, "__dict__") else {}
-    return {k: (_num(v) if isinstance(v, float) else v) for k, v in d.items() if isinstance(v, (int, float, bool))}
+    return {k: (_num(v) if isinstance(v, float) else v) for k, v in d.items()  # None = n/a -> JSON null
+            if v is None or isinstance(v, (int, float, bool))}

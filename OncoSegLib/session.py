@@ -18,7 +18,9 @@ Prompt semantics (all coordinates are voxel indices IJK, see :mod:`OncoSegLib.sl
 - Overlaps in :meth:`label_map`: later objects win (higher labels drawn last).
 - A 3D box prompts its centre slice and limits propagation of that object to the box's slice range.
 - Confidence: mean predicted IoU and mean presence over the object's non-empty slices; ``low`` when either is below
-  its threshold (0.5 by default).
+  its threshold (0.5 by default). A head the model does not have or that was never trained to predict anything
+  (the predictor's ``confidence_heads``; per-slice values ``None``/NaN) is "n/a": ``None``, not a number; with no
+  informative head at all the ``low`` flag is ``None`` too (nothing is known).
 - Undo: every public mutating call is one step; ``undo()`` restores the masks, prompts and confidences it changed
   (including propagation and the automatic re-propagation a refinement triggers). Planes that were empty before a
   step cost no memory in its undo record (a 500-slice propagation into empty slices stores nothing per slice).
@@ -91,12 +93,12 @@ class SlicePrompts:
 
 @dataclass
 class SliceResult:
-    """What one prompt produced: the slice, its new mask (H, W) bool, predicted IoU and presence."""
+    """What one prompt produced: the slice, its new mask (H, W) bool, predicted IoU and presence (``None``: n/a)."""
 
     ref: SliceRef
     mask: np.ndarray
-    iou: float
-    presence: float
+    iou: float | None
+    presence: float | None
 
 
 @dataclass
@@ -112,12 +114,40 @@ class TextInstance:
 
 @dataclass
 class ObjectConfidence:
-    """Per-object confidence: mean predicted ``iou`` (NaN if none known), mean ``presence``, ``low`` flag."""
+    """Per-object confidence over its non-empty slices.
 
-    iou: float
-    presence: float
-    low: bool
+    Attributes:
+        iou: mean predicted IoU, or ``None`` ("n/a": the model's IoU head is absent/uninformative, or no slice has one).
+        presence: mean object presence (0..1), or ``None`` (n/a, as for ``iou``).
+        low: True when a known value is below its threshold or the object is empty; ``None`` when neither value is
+            known (n/a: an uninformative model cannot flag anything).
+        slices: number of non-empty slices holding a confidence record.
+    """
+
+    iou: float | None
+    presence: float | None
+    low: bool | None
     slices: int = 0
+
+    def text(self) -> str:
+        """One line for screens and logs, e.g. ``"IoU 0.91, presence n/a"`` or ``"IoU n/a, presence n/a"``."""
+        return confidence_text(self.iou, self.presence, self.low)
+
+
+def confidence_text(iou: float | None, presence: float | None, low: bool | None = None) -> str:
+    """``"IoU 0.912, presence 0.870"`` with ``n/a`` for unknown values and ``", LOW"`` when flagged."""
+    def f(v: float | None) -> str:
+        return "n/a" if v is None or v != v else f"{float(v):.3f}"
+
+    return f"IoU {f(iou)}, presence {f(presence)}" + (", LOW" if low else "")
+
+
+def _known(value: Any) -> float | None:
+    """A confidence value as float, or ``None`` when unknown (None / NaN / inf)."""
+    if value is None:
+        return None
+    v = float(value)
+    return v if np.isfinite(v) else None
 
 
 @dataclass
@@ -159,15 +189,17 @@ class SegmentationSession:
         auto_repropagate: after a propagation, prompts on that axis re-run the affected chain (see propagation).
         undo_depth: number of undo steps kept.
         cpu_bf16: with a bundle, run bf16 autocast on the CPU too (CUDA always uses it); ignored for a predictor.
+        dynamic_multimask: with a bundle, SAM3's single-click stability fallback (``Sam3Predictor``): None = as the
+            checkpoint says (stock behaviour), True/False force it; ignored for a predictor.
     """
 
     def __init__(self, model: Any, cache_mb: float = 512.0, scribble_points: int = 8, iou_threshold: float = 0.5,
                  presence_threshold: float = 0.5, auto_repropagate: bool = True, undo_depth: int = 50,
-                 cpu_bf16: bool = False):
+                 cpu_bf16: bool = False, dynamic_multimask: bool | None = None):
         if not hasattr(model, "predict"):  # a Sam3Bundle (a predictor has predict/encode)
             from OncoSegLib.models.predictor import Sam3Predictor
 
-            model = Sam3Predictor(model, cpu_bf16=cpu_bf16)
+            model = Sam3Predictor(model, cpu_bf16=cpu_bf16, dynamic_multimask=dynamic_multimask)
         self.predictor = model
         self.cache = EmbeddingCache(cache_mb)
         self.scribble_points = int(scribble_points)
@@ -399,7 +431,7 @@ class SegmentationSession:
         mask_in = self.predictor.mask_to_logits(sp.mask) if sp.mask is not None else None
         out = self._decode(ref, pts, np.asarray(sp.labels) if sp.points else None, box, mask_in)
         self._write(o.id, ref, out.mask, "prompt", (out.iou, out.presence))
-        return SliceResult(ref, out.mask, out.iou, out.presence)
+        return SliceResult(ref, out.mask, _known(out.iou), _known(out.presence))
 
     def _to_model(self, row: Any, col: Any, hw: tuple[int, int]) -> tuple[Any, Any]:
         """Slice pixels (row, col) -> model pixels (x, y): the predictor's own map when it has one
@@ -423,7 +455,9 @@ class SegmentationSession:
             box = (x0, y0, x1, y1)
         emb = self.embeddings(ref.axis, ref.index)
         pred = self.predictor.predict(emb, points=pts, labels=labels, box=box, mask_input=mask_input, out_hw=hw)
-        return SliceOutcome(mask=np.asarray(pred.mask, dtype=bool), iou=float(pred.iou), presence=float(pred.presence))
+        nan = float("nan")  # "n/a" (None from the predictor) is stored as NaN in the per-slice records
+        return SliceOutcome(mask=np.asarray(pred.mask, dtype=bool), iou=nan if pred.iou is None else float(pred.iou),
+                            presence=nan if pred.presence is None else float(pred.presence))
 
     def _prompt_action(self, obj: ObjectId, kind: str, ref: SliceRef, edit: Callable[[SlicePrompts], None]
                        ) -> SliceResult:
@@ -602,19 +636,40 @@ class SegmentationSession:
         raise InputError(f"no object named {name!r}")
 
     def confidence(self, obj: ObjectId) -> ObjectConfidence:
-        """Mean predicted IoU and presence over the object's non-empty slices, with a low-confidence flag."""
+        """Mean predicted IoU and presence over the object's non-empty slices, with a low-confidence flag.
+
+        Values of a head the predictor marks uninformative (``confidence_heads``) and unknown per-slice values
+        (None/NaN) are left out; what is left unknown is ``None`` ("n/a"), see :class:`ObjectConfidence`. Slices set
+        from a mask without clicks or boxes (a user mask: 1.0; a text instance: its detection score as presence) do
+        not come from those heads and always count.
+        """
         o = self._obj(obj)
-        ious, pres = [], []
+        heads = getattr(self.predictor, "confidence_heads", None) or {}
+        use_iou, use_presence = bool(heads.get("iou", True)), bool(heads.get("presence", True))
+        ious: list[float] = []
+        pres: list[float] = []
+        slices = 0
         with self._data:
             for ref, (iou, presence) in o.conf.items():
                 if get_slice(o.mask, ref.axis, ref.index).any():
-                    if np.isfinite(iou):
-                        ious.append(iou)
-                    pres.append(presence)
-        iou = float(np.mean(ious)) if ious else float("nan")
-        presence = float(np.mean(pres)) if pres else 0.0
-        low = (not pres) or presence < self.presence_threshold or (ious != [] and iou < self.iou_threshold)
-        return ObjectConfidence(iou=iou, presence=presence, low=bool(low), slices=len(pres))
+                    slices += 1
+                    sp = o.prompts.get(ref)
+                    decoded = sp is None or sp.mask is None or sp.has_geometry  # values from the model's heads
+                    if (use_iou or not decoded) and _known(iou) is not None:
+                        ious.append(float(iou))
+                    if (use_presence or not decoded) and _known(presence) is not None:
+                        pres.append(float(presence))
+        iou_m = float(np.mean(ious)) if ious else None
+        pres_m = float(np.mean(pres)) if pres else None
+        low: bool | None
+        if slices == 0:
+            low = True  # nothing segmented: worth a look whatever the heads say
+        elif iou_m is None and pres_m is None:
+            low = None  # n/a: no informative head, no flag
+        else:
+            low = (pres_m is not None and pres_m < self.presence_threshold) or \
+                  (iou_m is not None and iou_m < self.iou_threshold)
+        return ObjectConfidence(iou=iou_m, presence=pres_m, low=low, slices=slices)
 
     def slice_confidence(self, obj: ObjectId) -> dict[SliceRef, tuple[float, float]]:
         """Per-slice (predicted IoU, presence) of an object."""
@@ -742,4 +797,5 @@ class SegmentationSession:
         self.last_repropagation = res
 
 
-__all__ = ["SegmentationSession", "SliceResult", "TextInstance", "ObjectConfidence", "SlicePrompts", "ObjectId"]
+__all__ = ["SegmentationSession", "SliceResult", "TextInstance", "ObjectConfidence", "SlicePrompts", "ObjectId",
+           "confidence_text"]

@@ -372,8 +372,8 @@ def _summarise(s: StructureSpec, label: int, found: list[dict[str, Any]], n_cand
         union |= m
         ks = np.flatnonzero(m.any(axis=(1, 2)))
         r = recist(m, spacing_ijk=volume.spacing)
-        iou = f["iou"] if np.isfinite(f["iou"]) else None
-        pres = f["presence"] if np.isfinite(f["presence"]) else None
+        iou = f["iou"] if f["iou"] is not None and np.isfinite(f["iou"]) else None  # None: n/a
+        pres = f["presence"] if f["presence"] is not None and np.isfinite(f["presence"]) else None
         insts.append(InstanceResult(
             score=float(f["score"]), voxels=int(m.sum()), volume_ml=volume_ml(m, spacing_ijk=volume.spacing),
             slices=(int(ks[0]), int(ks[-1])), anchor_slice=f["anchor"], recist_long_mm=float(r.long_axis_mm),

@@ -39,6 +39,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--adapter", default=None, help="LoRA adapter folder applied on top of the model")
     p.add_argument("--score-threshold", type=float, default=0.5, help="minimum text-instance score (0..1)")
     p.add_argument("--cache-mb", type=float, default=1024.0, help="embedding cache cap in MiB")
+    p.add_argument("--multimask-fallback", choices=("auto", "on", "off"), default="auto",
+                   help="SAM3's stability fallback for one-click prompts (swap in the best of 3 masks when the single "
+                        "mask is unstable): auto = as the checkpoint's config says (stock SAM3: on), on, off")
     p.add_argument("--cpu-bf16", action="store_true",
                    help="bf16 autocast on the CPU (~1.8x faster encoder, cosine 0.9998 to fp32); CUDA always uses it")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -102,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         components.append("detector")
     say(f"loading model {model} ...")
     bundle = load_bundle(model, device=args.device, components=components, adapter=args.adapter)
-    session = SegmentationSession(bundle, cache_mb=args.cache_mb, cpu_bf16=args.cpu_bf16)
+    session = SegmentationSession(bundle, cache_mb=args.cache_mb, cpu_bf16=args.cpu_bf16,
+                                  dynamic_multimask={"auto": None, "on": True, "off": False}[args.multimask_fallback])
     session.set_volume(volume, modality=args.modality, window=tuple(args.window) if args.window else None)
     say(f"modality: {session.modality} ({session.modality_reason})")
 
@@ -154,8 +158,10 @@ def run(args: argparse.Namespace) -> int:
         conf = session.confidence(oid)
         objects.append({"label": label, "name": name, "voxels": int((labels == label).sum()),
                         "volume_ml": float((labels == label).sum() * volume.voxel_volume_ml),
-                        "iou": None if conf.iou != conf.iou else round(conf.iou, 4),
-                        "presence": round(conf.presence, 4), "low_confidence": conf.low})
+                        "iou": None if conf.iou is None else round(conf.iou, 4),  # None: n/a (head absent/untrained)
+                        "presence": None if conf.presence is None else round(conf.presence, 4),
+                        "low_confidence": conf.low})
+        say(f"object {name!r}: {objects[-1]['voxels']} voxels, {conf.text()}")
     meta = {"labels": {str(k): v for k, v in names.items()}, "objects": objects,
             "modality": session.modality, "modality_reason": session.modality_reason,
             "model": getattr(bundle, "name", str(model)), "model_source": str(model),

@@ -694,7 +694,11 @@ def export_model(cfg: TrainConfig, adapter_dir: Path, out_dir: Path, device: tor
             "image_size": int(bundle.image_size), "lora": cfg.lora.__dict__, "text": bundle.detector is not None
             and not tracker_only, "weights_dtype": cfg.export_dtype, "prompts": cfg.prompts.__dict__,
             "components": sorted(cfg.export_components),
-            "phases": [p.name for p in cfg.phases]}
+            "phases": [p.name for p in cfg.phases],
+            # the trainer supervises masks only: IoU / object-score heads of a random base or a retrained mask
+            # decoder predict nothing, and the session reports them as n/a (load_adapter already set the latter)
+            "confidence_heads": ({"iou": False, "presence": False} if cfg.model.source == "tiny"
+                                 else dict(bundle.confidence_heads))}
     metrics = sorted((cfg.output_dir / "phases").glob("*/metrics.json"))
     info["validation"] = {m.parent.name: json.loads(m.read_text())["summary"].get("best_val_dice")
                           for m in metrics}
