@@ -1,0 +1,132 @@
+"""Confidence that means something: a model whose IoU / presence heads are uninformative reports "n/a" (None in
+Python, null in JSON, "n/a" on screen), never a number and a flag. The shipped demo model (its heads were never
+trained: the demo reported IoU 0.5003 / presence 0.499 / low for every structure, even at Dice 0.97) is the
+end-to-end case; stub predictors pin the rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from OncoSegLib.session import ObjectConfidence, SegmentationSession, confidence_text
+from engine_support import DiscPredictor, ct_volume, ellipsoid
+
+SHAPE = (8, 30, 40)
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "OncoSegLib" / "data" / "demo_model"
+
+
+class HeadsPredictor(DiscPredictor):
+    """DiscPredictor (IoU 0.9, presence 0.95 per decode) that declares which heads are informative."""
+
+    def __init__(self, heads: dict[str, bool] | None):
+        super().__init__(radius=4.0)
+        if heads is not None:
+            self.confidence_heads = heads
+
+
+class NoPresencePredictor(DiscPredictor):
+    """A LiteMedSAM-like model: an IoU head, no presence head (NaN or None per decode, no declaration)."""
+
+    def __init__(self, missing):
+        super().__init__(radius=4.0)
+        self.missing = missing
+
+    def predict(self, *a, **kw):
+        out = super().predict(*a, **kw)
+        out.presence = self.missing
+        out.iou = 0.4
+        return out
+
+
+def _session(pred, **kw) -> tuple[SegmentationSession, int]:
+    s = SegmentationSession(pred, **kw)
+    s.set_volume(ct_volume([ellipsoid(SHAPE, (20, 15, 4), (8, 7, 3))], SHAPE), modality="ct")
+    o = s.add_object("liver")
+    s.add_point(o, (20, 15, 4))
+    s.add_point(o, (20, 15, 5))
+    return s, o
+
+
+@pytest.mark.parametrize("heads", [None, {"iou": True, "presence": True}])
+def test_informative_heads_give_numbers_and_a_flag(heads):
+    s, o = _session(HeadsPredictor(heads), iou_threshold=0.95)
+    c = s.confidence(o)
+    assert c == ObjectConfidence(iou=pytest.approx(0.9), presence=pytest.approx(0.95), low=True, slices=2)
+    assert c.text() == "IoU 0.900, presence 0.950, LOW"
+    s.iou_threshold = 0.5
+    assert s.confidence(o).low is False
+
+
+def test_uninformative_heads_are_na_not_a_number_and_a_flag():
+    s, o = _session(HeadsPredictor({"iou": False, "presence": False}))
+    c = s.confidence(o)
+    assert (c.iou, c.presence, c.low, c.slices) == (None, None, None, 2)
+    assert c.text() == "IoU n/a, presence n/a"
+    assert s.add_point(o, (21, 15, 4)).iou == 0.9  # SliceResult passes on what the predictor said
+    # an empty object is still flagged: nothing was segmented
+    empty = s.add_object("nothing")
+    assert s.confidence(empty).low is True and s.confidence(empty).iou is None
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_a_model_without_a_presence_head_reports_presence_na_and_flags_on_iou(missing):
+    s, o = _session(NoPresencePredictor(missing))
+    c = s.confidence(o)
+    assert c.presence is None and c.iou == pytest.approx(0.4) and c.low is True  # 0.4 < 0.5
+    s.iou_threshold = 0.3
+    assert s.confidence(o).low is False  # presence n/a does not flag
+    assert s.add_point(o, (21, 15, 4)).presence is None
+    s2, o2 = _session(HeadsPredictor({"iou": True, "presence": False}))
+    assert s2.confidence(o2).presence is None and s2.confidence(o2).iou == pytest.approx(0.9)
+
+
+def test_mask_and_text_slices_do_not_come_from_the_heads():
+    """A user mask (1.0) or a text instance (its detection score) counts even when the tracker heads are n/a."""
+    s, _ = _session(HeadsPredictor({"iou": False, "presence": False}))
+    m = s.add_object("user")
+    mask = np.zeros(SHAPE[1:], bool)
+    mask[10:15, 10:20] = True
+    s.add_mask(m, mask, index=3)
+    assert s.confidence(m) == ObjectConfidence(iou=1.0, presence=1.0, low=False, slices=1)
+    s.add_point(m, (15, 12, 3))  # now decoded by the model on that slice: n/a again
+    assert s.confidence(m).iou is None
+
+
+def test_confidence_text():
+    assert confidence_text(0.91234, None) == "IoU 0.912, presence n/a"
+    assert confidence_text(float("nan"), 0.5, True) == "IoU n/a, presence 0.500, LOW"
+
+
+# ------------------------------------------------------------------------ the shipped demo model, end to end
+def test_demo_model_card_marks_its_heads_uninformative_and_segment_writes_null(tmp_path, capsys):
+    from OncoSegLib.cli import main
+    from OncoSegLib.io.nifti import write_nifti
+    from OncoSegLib.models.loading import load_bundle
+
+    card = json.loads((DEMO_MODEL_DIR / "oncoseg_model.json").read_text())
+    assert card["confidence_heads"] == {"iou": False, "presence": False}
+    bundle = load_bundle(str(DEMO_MODEL_DIR), device="cpu")
+    assert bundle.confidence_heads == {"iou": False, "presence": False}
+    shape = (6, 64, 64)
+    vol = ct_volume([ellipsoid(shape, (32, 30, 3), (14, 12, 3))], shape)
+    s = SegmentationSession(bundle)
+    s.set_volume(vol, modality="ct")
+    o = s.add_object("blob")
+    s.add_box(o, (18, 18, 3), (46, 42, 3))
+    assert s.result(o).any()
+    c = s.confidence(o)
+    assert (c.iou, c.presence, c.low) == (None, None, None)
+
+    write_nifti(vol, tmp_path / "img.nii.gz")
+    (tmp_path / "p.json").write_text(json.dumps({"objects": [{"name": "blob", "boxes": [
+        {"min": [18, 18, 3], "max": [46, 42, 3]}]}]}))
+    rc = main(["segment", str(tmp_path / "img.nii.gz"), "--prompts", str(tmp_path / "p.json"), "--model",
+               str(DEMO_MODEL_DIR), "--out", str(tmp_path / "m.nii.gz"), "--device", "cpu"])
+    assert rc == 0
+    obj = json.loads((tmp_path / "m.json").read_text())["objects"][0]
+    assert obj["voxels"] > 0
+    assert (obj["iou"], obj["presence"], obj["low_confidence"]) == (None, None, None)  # JSON null, not 0.5003
+    assert "IoU n/a, presence n/a" in capsys.readouterr().err
