@@ -111,3 +111,54 @@ def test_check_modality_tag_conflict():
 def test_check_modality_colour_on_ct_data():
     with pytest.raises(InputError, match="choose ct"):
         check_modality(Volume(ct_like()), "endoscopy")
+
+
+# ------------------------------------------------------------------ untagged 3D grey floats: PET vs MRI
+def _tail_volume(body: float, tail: float, zeros: int = 0) -> np.ndarray:
+    """A (4, 50, 50) volume whose non-zero voxels are 90% ``body`` and 10% ``tail`` (so p50 = body and
+    p99.9 = tail exactly, numpy's linear interpolation), after ``zeros`` exact-zero background voxels."""
+    n = 4 * 50 * 50
+    v = np.zeros(n)
+    nz = n - zeros
+    v[zeros:] = body
+    v[n - nz // 10:] = tail
+    return v.reshape(4, 50, 50)
+
+
+def test_untagged_float_volume_with_a_long_upper_tail_is_pet():
+    g = detect_modality(Volume(_tail_volume(1.5, 12.5)))  # p99.9 / p50 = 8.33 > 8
+    assert (g.modality, g.confidence) == ("pet", 0.4) and "long upper tail" in g.reason
+
+
+def test_tail_ratio_of_exactly_8_is_not_pet():
+    """The rule is p99.9 > 8 x p50 (strict): 12.0 / 1.5 = 8 stays MRI."""
+    g = detect_modality(Volume(_tail_volume(1.5, 12.0)))
+    assert (g.modality, g.confidence) == ("mri", 0.45)
+
+
+def test_integer_valued_volume_with_a_long_tail_is_mri_not_pet():
+    """Only non-integer floats (activity concentrations / SUV) count as PET-like; an integer MR with bright vessels
+    is MRI."""
+    g = detect_modality(Volume(_tail_volume(100.0, 2000.0)))
+    assert g.modality == "mri" and g.confidence == 0.45
+
+
+def test_the_tail_ignores_the_zero_background():
+    """The percentiles are of the NON-ZERO voxels: an MR float volume with 70% zero background (p50 of all voxels
+    = 0) has no uptake-like tail; PET with the same background still has one."""
+    mr = _tail_volume(310.25, 900.5, zeros=7000)  # 2.9x: no tail
+    assert float(np.median(mr)) == 0.0
+    assert detect_modality(Volume(mr)).modality == "mri"
+    pet = _tail_volume(0.75, 9.5, zeros=7000)
+    assert detect_modality(Volume(pet)).modality == "pet"
+
+
+def test_pet_units_and_nm_tag_and_nan_voxels():
+    assert detect_modality(Volume(_tail_volume(310.25, 900.5), metadata={"Units": "SUV"})).modality == "pet"
+    assert detect_modality(Volume(_tail_volume(100.0, 300.0), modality="NM")) == ModalityGuess(
+        "pet", 0.6, "DICOM Modality tag NM")
+    a = _tail_volume(1.5, 12.5)
+    a[0, :5] = np.nan  # NaN voxels (outside the PET field of view) are ignored, not turned into a verdict
+    assert detect_modality(Volume(a)).modality == "pet"
+    # 2D slices never take the PET/MRI rule (one slice -> ultrasound/xray heuristics)
+    assert detect_modality(Volume(_tail_volume(1.5, 12.5)[:1])).modality in ("xray", "ultrasound")
