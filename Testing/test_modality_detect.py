@@ -160,5 +160,10 @@ def test_pet_units_and_nm_tag_and_nan_voxels():
     a = _tail_volume(1.5, 12.5)
     a[0, :5] = np.nan  # NaN voxels (outside the PET field of view) are ignored, not turned into a verdict
     assert detect_modality(Volume(a)).modality == "pet"
+    b = _tail_volume(100.0, 2000.0)
+    b[0, :5] = np.nan  # NaN is not a "non-integer value": an integer MR with NaN padding stays MRI
+    assert detect_modality(Volume(b)).modality == "mri"
+    g = detect_modality(Volume(np.full((3, 4, 4), np.nan)))
+    assert (g.modality, g.confidence) == ("ct", 0.1) and "no finite" in g.reason
     # 2D slices never take the PET/MRI rule (one slice -> ultrasound/xray heuristics)
     assert detect_modality(Volume(_tail_volume(1.5, 12.5)[:1])).modality in ("xray", "ultrasound")
