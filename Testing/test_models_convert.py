@@ -415,6 +415,36 @@ def test_full_checkpoint_with_lora_is_merged_exactly(ref, tmp_path):
     assert json.loads((out / "oncoseg_conversion.json").read_text())["lora_merged"] == 7  # 2 x q,k,v + o
 
 
+@pytest.mark.parametrize("hparams, r", [
+    (None, 4),                 # a bare state dict (.pt): no hyper-parameters at all
+    ({"lr": 1e-4}, 4),         # Lightning checkpoint whose hyper-parameters say nothing about LoRA
+    ({"lora_r": 8}, 8),        # rank given, alpha not
+    ({}, 16),                  # Onco-Seg's own rank
+])
+def test_meta_lora_without_alpha_uses_onco_segs_default_scale_2(ref, tmp_path, hparams, r):
+    """Onco-Seg trains r=16, alpha=32: without an alpha in the checkpoint the scale is alpha / r = 2 (alpha = 2 r)
+    for any rank — not peft's alpha 8, not 1, not a fixed alpha of 32. Oracle: W + 2 * B @ A by hand."""
+    meta = to_meta(ref["sd"])
+    pairs = _lora_pairs(torch.Generator().manual_seed(7), meta, r=r)
+    state = {**meta, **pairs}
+    if hparams is None:
+        src = tmp_path / "bare.pt"
+        torch.save(state, src)
+    else:
+        src = _write_ckpt(tmp_path / "full.ckpt", state, hparams)
+    out = convert_checkpoint_to_folder(src, tmp_path / "merged", base=ref["folder"])
+    conv = load_file(str(out / "model.safetensors"))
+    expected = _expected_with_lora(ref["sd"], pairs, scale=2.0)
+    for k in expected:
+        torch.testing.assert_close(conv[k], expected[k], rtol=1e-6, atol=1e-6, msg=k)
+    record = json.loads((out / "oncoseg_conversion.json").read_text())
+    assert (record["lora_rank"], record["lora_alpha"]) == (r, 2.0 * r)
+    # the same pairs without base weights become an adapter with the same scale (peft: alpha / r = 2)
+    ad = convert_checkpoint_to_folder(_write_ckpt(tmp_path / "lora.ckpt", pairs, hparams), tmp_path / "adapter")
+    cfg = json.loads((ad / "adapter_config.json").read_text())
+    assert cfg["lora_alpha"] / cfg["r"] == 2.0 and cfg["r"] == r
+
+
 def test_lora_and_heads_only_checkpoint_becomes_a_peft_adapter(ref, tmp_path):
     """Onco-Seg style: LoRA pairs + fully trained detector heads, nothing else -> unmerged peft adapter."""
     meta = to_meta(ref["sd"])
