@@ -312,6 +312,35 @@ def _contour_points(item: Dataset) -> np.ndarray:
     return vals.reshape(-1, 3)
 
 
+def _check_complete(ds: Dataset, path: Path) -> None:
+    """InputError when a Type 1 part of the structure set is missing or a contour's point count does not match its
+    data: what a truncated file looks like (pydicom reads a file cut between elements without complaint)."""
+    hint = "the file is incomplete or truncated; copy the complete file again"
+    for keyword in ("StructureSetROISequence", "ROIContourSequence", "RTROIObservationsSequence"):
+        if keyword not in ds:
+            raise InputError(f"{path} has no {keyword} (a required part of an RT Structure Set)", hint)
+    for item in ds.StructureSetROISequence:
+        if "ROINumber" not in item:
+            raise InputError(f"{path}: an item of StructureSetROISequence has no ROINumber", hint)
+    for item in ds.RTROIObservationsSequence:
+        for keyword in ("ObservationNumber", "ReferencedROINumber", "RTROIInterpretedType"):  # Type 1, 1, 2
+            if keyword not in item:
+                raise InputError(f"{path}: an item of RTROIObservationsSequence has no {keyword}", hint)
+    for rc in ds.ROIContourSequence:
+        if "ReferencedROINumber" not in rc:
+            raise InputError(f"{path}: an item of ROIContourSequence has no ReferencedROINumber", hint)
+        for item in rc.get("ContourSequence", []):
+            elem = item.get_item(_CONTOUR_DATA)
+            if elem is None or "NumberOfContourPoints" not in item:
+                raise InputError(f"{path}: a contour of ROI {rc.ReferencedROINumber} has no ContourData or "
+                                 "NumberOfContourPoints", hint)
+            value = elem.value
+            n_values = (len(value.split(b"\\")) if value else 0) if isinstance(value, (bytes, bytearray)) else None
+            if n_values is not None and n_values != 3 * int(item.NumberOfContourPoints):
+                raise InputError(f"{path}: a contour of ROI {rc.ReferencedROINumber} holds {n_values} coordinates "
+                                 f"for {int(item.NumberOfContourPoints)} points", hint)
+
+
 def _iter_roi_slices(rt_path: str | os.PathLike, ref: ReferenceSeries):
     """Yield (roi_number, name, color, type, {k: [polygons (N,2) in (i, j)]}) for every ROI of an RTSTRUCT."""
     path = Path(rt_path)
@@ -321,6 +350,13 @@ def _iter_roi_slices(rt_path: str | os.PathLike, ref: ReferenceSeries):
         raise InputError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if str(ds.get("Modality", "")) != "RTSTRUCT" and str(ds.get("SOPClassUID", "")) != RT_STRUCTURE_SET_STORAGE:
         raise InputError(f"{path} is not an RT Structure Set", "pass an RTSTRUCT file")
+    try:
+        _check_complete(ds, path)  # also parses every sequence now (pydicom parses them lazily)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises OSError/ValueError/... for a damaged sequence
+        raise InputError(f"cannot read {path}: {type(exc).__name__}: {exc}",
+                         "the file is damaged or truncated; copy the complete file again") from None
     for_uid = str(ref.first.get("FrameOfReferenceUID", ""))
     names = {int(r.ROINumber): (str(r.get("ROIName", "")), str(r.get("ReferencedFrameOfReferenceUID", "")))
              for r in ds.get("StructureSetROISequence", [])}

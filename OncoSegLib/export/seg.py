@@ -187,7 +187,31 @@ def read_seg(seg_path: str | os.PathLike, series: str | os.PathLike | Volume | R
     try:
         seg = hd.seg.segread(str(seg_path))
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read DICOM SEG {seg_path}: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"cannot read DICOM SEG {seg_path}: {type(exc).__name__}: {exc}",
+                         "the file is damaged, truncated or not a DICOM SEG") from None
+    _check_pixel_data_complete(seg, seg_path)
+    try:
+        return _read_seg_frames(seg, seg_path, ref)
+    except (ValueError, AttributeError, KeyError, IndexError, TypeError) as exc:
+        raise InputError(f"cannot read DICOM SEG {seg_path}: {type(exc).__name__}: {exc}",
+                         "the file is damaged or truncated") from None
+
+
+def _check_pixel_data_complete(seg, seg_path: str | os.PathLike) -> None:
+    """InputError when the (uncompressed) pixel data is shorter than Rows x Columns x frames needs (truncation)."""
+    ts = getattr(getattr(seg, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in seg or ts is None or ts.is_compressed:
+        return
+    bits = int(seg.Rows) * int(seg.Columns) * int(seg.get("NumberOfFrames", 1) or 1) * int(seg.BitsAllocated)
+    have = len(seg.PixelData)
+    if have < (bits + 7) // 8:
+        raise InputError(f"DICOM SEG {seg_path} is truncated: {have} bytes of pixel data, {(bits + 7) // 8} "
+                         "needed", "copy the complete file again")
+
+
+def _read_seg_frames(seg, seg_path: str | os.PathLike, ref: ReferenceSeries) -> tuple[np.ndarray, list[RoiSpec]]:
+    import highdicom as hd
+
     numbers = [int(d.SegmentNumber) for d in seg.SegmentSequence]
     rois = []
     for d in seg.SegmentSequence:

@@ -10,6 +10,7 @@ becomes one slice per page (all pages must share size and mode).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,19 @@ def read_image(path: str | os.PathLike, spacing: tuple[float, float] | None = No
     if not p.exists():
         raise InputError(f"file not found: {p}")
     try:
-        with Image.open(p) as im:
+        with warnings.catch_warnings():
+            # Pillow checks the declared size when it opens the file (before decoding anything): a warning between
+            # MAX_IMAGE_PIXELS and twice that, an error above; both refuse here (decompression bombs)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(p)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{p} declares an image larger than {Image.MAX_IMAGE_PIXELS:,} pixels (decompression-bomb "
+                         "limit); refused before decoding", "crop or downsample the image first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read image {p}: {type(exc).__name__}: {exc}",
+                         "use a PNG, JPEG, BMP or TIFF file") from None
+    try:
+        with im:
             frames = []
             n = int(getattr(im, "n_frames", 1) or 1)
             mode = im.mode
