@@ -8,8 +8,8 @@ main thread.
 import importlib.metadata
 import logging
 import os
+import shutil
 import sys
-import tempfile
 from typing import Annotated
 
 import numpy as np
@@ -43,10 +43,13 @@ from OncoSegLib.errors import Cancelled, OncoSegError  # noqa: E402
 from OncoSegLib.slicer_support import core as oncoCore  # noqa: E402
 from OncoSegLib.slicer_support import dependencies as oncoDeps  # noqa: E402
 from OncoSegLib.slicer_support import dicom_tags as oncoDicomTags  # noqa: E402
+from OncoSegLib.slicer_support import exports as oncoExports  # noqa: E402
 from OncoSegLib.slicer_support import geometry as oncoGeometry  # noqa: E402
+from OncoSegLib.slicer_support import jobs as oncoJobs  # noqa: E402
 from OncoSegLib.slicer_support import merge as oncoMerge  # noqa: E402
 from OncoSegLib.slicer_support import params as oncoParams  # noqa: E402
 from OncoSegLib.slicer_support import prompts as oncoPrompts  # noqa: E402
+from OncoSegLib.slicer_support import selftest as oncoSelfTest  # noqa: E402
 from OncoSegLib.slicer_support.worker import ModelWorker  # noqa: E402
 
 MODULE_NAME = "OncoSeg"
@@ -107,7 +110,7 @@ class OncoSegParameterNode:
 
 
 #
-# Shared engine: one model, one worker thread for the whole application (widget and console share them)
+# Shared engine: one model, one worker thread and one undo stack for the whole application
 #
 
 _ENGINE = {}
@@ -117,16 +120,13 @@ def sharedEngine():
     """(core, worker, undo stack) shared by every OncoSegLogic: the model is loaded once, all model work runs on one
     thread, and Undo sees every AI edit whichever Logic instance (widget or console) wrote it."""
     if not _ENGINE:
-        _ENGINE["core"] = oncoCore.OncoSegCore()
-        _ENGINE["worker"] = ModelWorker("OncoSeg-model")
-        _ENGINE["undo"] = oncoMerge.UndoStack()
+        _ENGINE.update(core=oncoCore.OncoSegCore(), worker=ModelWorker("OncoSeg-model"), undo=oncoMerge.UndoStack())
     return _ENGINE["core"], _ENGINE["worker"], _ENGINE["undo"]
 
 
 def shutdownEngine():
     """Stop the model worker thread and drop the model and undo records (module cleanup / application exit)."""
     if _ENGINE:
-        _ENGINE["worker"].cancel_all()
         _ENGINE["worker"].shutdown()
         _ENGINE.clear()
 
@@ -145,7 +145,7 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._observedMarkups = []
         self._pollTimer = None
-        self._modalityGuess = None
+        self._shortcuts = []
         self._lastBusy = False
 
     def setup(self) -> None:
@@ -177,16 +177,24 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
         self.ui.clearPromptsButton.connect("clicked(bool)", self.onClearPrompts)
-        self.ui.exportRTButton.connect("clicked(bool)", self.onExportRTStruct)
-        self.ui.exportSEGButton.connect("clicked(bool)", self.onExportSEG)
-        self.ui.exportNIfTIButton.connect("clicked(bool)", self.onExportNIfTI)
+        self.ui.exportRTButton.connect("clicked(bool)", lambda: self.onExport("rtstruct"))
+        self.ui.exportSEGButton.connect("clicked(bool)", lambda: self.onExport("seg"))
+        self.ui.exportNIfTIButton.connect("clicked(bool)", lambda: self.onExport("nifti"))
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputVolumeChanged)
+        # keyboard shortcuts (oncoParams.SHORTCUTS), active while the module panel is shown
+        actions = {"positive": lambda: self.ui.positivePlaceWidget.setPlaceModeEnabled(True),
+                   "negative": lambda: self.ui.negativePlaceWidget.setPlaceModeEnabled(True),
+                   "box": lambda: self.ui.boxPlaceWidget.setPlaceModeEnabled(True),
+                   "next_segment": self.onNextSegment, "undo": self.onUndo}
+        for action, keys in oncoParams.SHORTCUTS.items():
+            self._shortcut = qt.QShortcut(qt.QKeySequence(keys), self.parent)
+            self._shortcut.connect("activated()", actions[action])
+            self._shortcuts.append(self._shortcut)
 
         self.ui.measurementsTable.setColumnCount(len(oncoCore.MEASUREMENT_COLUMNS))
         self.ui.measurementsTable.setHorizontalHeaderLabels(list(oncoCore.MEASUREMENT_COLUMNS))
         self.ui.progressBar.setVisible(False)
         self.ui.cancelButton.enabled = False
-
         self.initializeParameterNode()
         self.updateDependencyStatus()
 
@@ -194,6 +202,8 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self._pollTimer is not None:
             self._pollTimer.stop()
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(False)
         shutdownEngine()
 
     def enter(self) -> None:
@@ -293,13 +303,8 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ----- inputs -----
     def onInputVolumeChanged(self, node) -> None:
-        self._modalityGuess = None
-        if node is None:
-            self.ui.modalityReasonLabel.text = ""
-            return
-        guess = self.logic.detectModality(node)
-        self._modalityGuess = guess
-        self.ui.modalityReasonLabel.text = oncoParams.modality_status(
+        guess = self.logic.detectModality(node) if node is not None else None
+        self.ui.modalityReasonLabel.text = "" if node is None else oncoParams.modality_status(
             self._parameterNode.modality if self._parameterNode else "auto",
             guess.modality if guess else None, guess.confidence if guess else None, guess.reason if guess else None)
 
@@ -317,6 +322,14 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         isPoint = caller in (self._parameterNode.positivePoints, self._parameterNode.negativePoints)
         if isPoint and self._parameterNode.autoRun:
             self.runPrompts(interactive=True)
+
+    def onNextSegment(self) -> None:
+        """Shift+N: start the next segment (Segment_1 -> Segment_2); the prompts of the finished one are cleared."""
+        p = self._parameterNode
+        names = self.logic.segmentNames(p.segmentation)
+        self.logic.clearPrompts(p)
+        p.segmentName = oncoParams.next_segment_name(names, p.segmentName)
+        self.ui.statusLabel.text = _("Now segmenting {name}").format(name=p.segmentName)
 
     # ----- model -----
     def onModelTextChanged(self, text) -> None:
@@ -342,57 +355,68 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.ensureDependencies():
             return
         p = self._parameterNode
-        self.setBusy(True, _("Loading model {model} (downloads on first use)...").format(model=p.model))
+        advice = self.logic.modelAdvice(p.model, p.device)
+        if advice.suggested and slicer.util.confirmYesNoDisplay(
+                advice.message + "\n\n" + _("Use {model} instead?").format(model=advice.suggested),
+                windowTitle=_("OncoSeg model")):
+            self.ui.modelComboBox.setCurrentText(advice.suggested)
+        self.ui.modelStatusLabel.text = advice.message
+        self.setBusy(True, _("Loading model {model} (downloads on first use; Cancel stops after the current step)..."
+                             ).format(model=p.model))
         self.logic.submitLoadModel(p.model, p.device, onDone=self.onModelLoaded, onError=self.showError,
                                    onProgress=self.onProgress)
 
     def onModelLoaded(self, status) -> None:
         self.setBusy(False)
-        self.ui.modelStatusLabel.text = status
+        self.ui.modelStatusLabel.text = status  # model, device and memory
 
     # ----- dependencies -----
     def updateDependencyStatus(self) -> None:
         plan = self.logic.dependencyPlan()
-        self.ui.dependencyLabel.text = (_("All dependencies installed") if plan.nothing_to_do
-                                        else _("Dependencies missing: press Install"))
+        self.ui.dependencyLabel.text = (plan.blocked or _("All dependencies installed") if plan.nothing_to_do
+                                        or plan.blocked else _("Dependencies missing: press Install"))
         self.ui.dependencyLabel.toolTip = plan.summary()
 
     def ensureDependencies(self) -> bool:
         plan = self.logic.dependencyPlan()
-        if plan.nothing_to_do:
+        if plan.nothing_to_do and not plan.blocked:
             return True
-        return self.onInstallDependencies()
+        self.onInstallDependencies()
+        return False  # the install runs in the background; the user presses the button again when it is done
 
-    def onInstallDependencies(self) -> bool:
+    def onInstallDependencies(self) -> None:
         plan = self.logic.dependencyPlan()
-        if plan.nothing_to_do:
+        if plan.blocked or plan.nothing_to_do:
             slicer.util.infoDisplay(plan.summary(), windowTitle=_("OncoSeg dependencies"))
-            return True
+            return
         if not slicer.util.confirmOkCancelDisplay(
                 _("OncoSeg needs to install Python packages (this takes a few minutes):") + "\n\n" + plan.summary(),
                 windowTitle=_("OncoSeg dependencies")):
-            return False
-        with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
-            self.logic.installDependencies(plan)
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to install PyTorch."), waitCursor=True):
+            plan = self.logic.installTorch(plan)  # the PyTorch extension's own installer (main thread)
+        self.setBusy(True, _("Installing Python packages (Cancel stops pip)..."))
+        self.logic.submitInstall(plan, onDone=self.onInstalled, onError=self.showError, onProgress=self.onProgress)
+
+    def onInstalled(self, plan) -> None:
+        self.setBusy(False, _("Dependencies installed"))
         self.updateDependencyStatus()
         if self.logic.restartRequired and slicer.util.confirmYesNoDisplay(
                 _("PyTorch was updated. Restart Slicer now to use it?"), windowTitle=_("OncoSeg dependencies")):
             slicer.util.restart()
-        return self.logic.dependencyPlan().nothing_to_do
 
     # ----- prompts -----
     def runPrompts(self, interactive=False) -> None:
         if not self.ensureDependencies():
             return
-        p = self._parameterNode
         try:
-            request = self.logic.promptRequest(p)
+            request = self.logic.promptRequest(self._parameterNode)
         except OncoSegError as e:
             self.showError(e)
             return
-        job = self.logic.submitPrompts(request, dropIfBusy=interactive, onDone=self.onResult, onError=self.showError)
+        job = self.logic.submit(request, dropIfBusy=interactive, onDone=self.onResult, onError=self.showError)
         if job is not None:
-            self.setBusy(True, _("Segmenting {name}...").format(name=request["prompts"].name))
+            self.setBusy(True, _("Segmenting {name}...").format(name=request.prompts.name))
 
     def onSegment(self) -> None:
         self.runPrompts(interactive=False)
@@ -402,8 +426,8 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Text prompt failed."), waitCursor=False):
-            request = self.logic.textRequest(p, p.textPrompt)
-            self.logic.submitText(request, onDone=self.onTextResults, onError=self.showError)
+            self.logic.submit(self.logic.textRequest(p, p.textPrompt), onDone=self.onTextResults,
+                              onError=self.showError)
             self.setBusy(True, _("Finding '{text}'...").format(text=p.textPrompt))
 
     def onPropagate(self) -> None:
@@ -411,9 +435,8 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Propagation failed."), waitCursor=False):
-            request = self.logic.propagateRequest(p)
-            self.logic.submitPropagate(request, onDone=self.onResult, onError=self.showError,
-                                       onProgress=self.onProgress)
+            self.logic.submit(self.logic.propagateRequest(p), onDone=self.onResult, onError=self.showError,
+                              onProgress=self.onProgress)
             self.setBusy(True, _("Propagating {name}...").format(name=p.segmentName))
 
     def onCancel(self) -> None:
@@ -423,11 +446,8 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # onResult/onTextResults are called by worker.poll() from onPoll, whose handler shows any error once
     # (slicer.util.tryWithErrorDisplay here would show a dialog and re-raise into a second one).
     def onResult(self, result) -> None:
-        self.setBusy(False)
-        p = self._parameterNode
-        message = self.logic.writeResult(p.inputVolume, p.segmentation, result, p.overwritePolicy, parameterNode=p)
-        self.ui.statusLabel.text = message
-        self.showMeasurements([result])
+        self.onTextResults([result])
+        self.ui.statusLabel.text = self.logic.lastMessage
 
     def onTextResults(self, results) -> None:
         self.setBusy(False)
@@ -440,13 +460,9 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def showMeasurements(self, results) -> None:
         table = self.ui.measurementsTable
         for result in results:
-            rowIndex = None
-            for r in range(table.rowCount):
-                if table.item(r, 0) and table.item(r, 0).text() == result.name:
-                    rowIndex = r
-            if rowIndex is None:
-                rowIndex = table.rowCount
-                table.setRowCount(rowIndex + 1)
+            names = [table.item(r, 0).text() if table.item(r, 0) else "" for r in range(table.rowCount)]
+            rowIndex = names.index(result.name) if result.name in names else table.rowCount
+            table.setRowCount(max(table.rowCount, rowIndex + 1))
             for c, text in enumerate(result.row()):
                 item = qt.QTableWidgetItem(text)
                 if result.low:
@@ -461,36 +477,20 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onUndo(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Undo failed."), waitCursor=True):
-            self.ui.statusLabel.text = self.logic.undoLastEdit(self._parameterNode.segmentation)
+            self.ui.statusLabel.text = self.logic.undoLastEdit()
         self.updateButtons()
 
     def onClearPrompts(self) -> None:
         self.logic.clearPrompts(self._parameterNode)
 
     # ----- export -----
-    def _exportDirectory(self):
-        return qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export folder"))
-
-    def onExportRTStruct(self) -> None:
-        outDir = self._exportDirectory()
+    def onExport(self, kind) -> None:
+        outDir = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export folder"))
         if outDir:
-            with slicer.util.tryWithErrorDisplay(_("RTSTRUCT export failed."), waitCursor=True):
-                paths = self.logic.exportRTStruct(self._parameterNode.segmentation, self._parameterNode.inputVolume, outDir)
+            with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
+                p = self._parameterNode
+                paths = self.logic.export(kind, p.segmentation, p.inputVolume, outDir)
                 self.ui.statusLabel.text = _("Exported: {paths}").format(paths=", ".join(paths))
-
-    def onExportSEG(self) -> None:
-        outDir = self._exportDirectory()
-        if outDir:
-            with slicer.util.tryWithErrorDisplay(_("DICOM SEG export failed."), waitCursor=True):
-                path = self.logic.exportSEG(self._parameterNode.segmentation, self._parameterNode.inputVolume, outDir)
-                self.ui.statusLabel.text = _("Exported: {path}").format(path=path)
-
-    def onExportNIfTI(self) -> None:
-        outDir = self._exportDirectory()
-        if outDir:
-            with slicer.util.tryWithErrorDisplay(_("NIfTI export failed."), waitCursor=True):
-                path = self.logic.exportNIfTI(self._parameterNode.segmentation, self._parameterNode.inputVolume, outDir)
-                self.ui.statusLabel.text = _("Exported: {path}").format(path=path)
 
 
 #
@@ -512,6 +512,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.core, self.worker, self.undoStack = sharedEngine()
         self.restartRequired = False
+        self.lastMessage = ""
 
     def getParameterNode(self):
         return OncoSegParameterNode(super().getParameterNode())
@@ -530,46 +531,66 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
 
         return import_model(path, name=name).name
 
-    def installedVersions(self):
-        return {d.metadata["Name"]: d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+    def modelAdvice(self, model, device="auto"):
+        """CPU-mode / missing-weights message and the CPU model to offer (oncoParams.model_advice)."""
+        import torch
+
+        from OncoSegLib.models import registry
+
+        try:
+            manifest = registry.load_manifest()
+            entry = manifest.models.get(model)
+            local = None if entry is None else registry.is_available_locally(entry) and (
+                not entry.base or entry.base not in manifest.models
+                or registry.is_available_locally(manifest.models[entry.base]))
+        except OncoSegError:
+            local = None
+        mps = getattr(torch.backends, "mps", None)
+        return oncoParams.model_advice(model, device, torch.cuda.is_available(), bool(mps and mps.is_available()), local)
 
     def dependencyPlan(self):
         constraints = os.path.join(slicer.app.temporaryPath, "OncoSeg-constraints.txt")
-        return oncoDeps.plan_install(self.installedVersions(), constraints)
+        versions = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+        return oncoDeps.plan_install(versions, constraints)
 
-    def installDependencies(self, plan=None):
-        """Install torch (PyTorch extension) then the pip packages; main thread only, after the user confirmed."""
-        plan = plan or self.dependencyPlan()
+    def installTorch(self, plan):
+        """torch through the PyTorch extension (it picks the CUDA/CPU build; main thread); returns the new plan."""
         # an already imported torch stays loaded in this process: an update only takes effect after a restart
         self.restartRequired = self.restartRequired or (plan.torch_action == "upgrade" and "torch" in sys.modules)
-        if plan.torch_action != "ok":
-            try:
-                import PyTorchUtils
-            except ImportError as e:
-                raise OncoSegError(_("The PyTorch extension is missing"),
-                                   hint=_("install 'PyTorch' from the Extensions Manager and restart")) from e
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                                  torchVersionRequirement=plan.torch_requirement)
-            if torch is None:
-                raise OncoSegError(_("PyTorch was not installed"))
-            plan = self.dependencyPlan()  # torch now pinned in the constraints
+        if plan.torch_action == "ok":
+            return plan
+        try:
+            import PyTorchUtils
+        except ImportError as e:
+            raise OncoSegError(_("The PyTorch extension is missing"),
+                               hint=_("install 'PyTorch' from the Extensions Manager and restart")) from e
+        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                         torchVersionRequirement=plan.torch_requirement) is None:
+            raise OncoSegError(_("PyTorch was not installed"))
+        return self.dependencyPlan()  # torch now pinned in the constraints
+
+    def submitInstall(self, plan, onDone=None, onError=None, onProgress=None):
+        """pip in a child process of Slicer's Python, on the worker thread: progress per package, Cancel kills pip.
+        Slicer's own packages are pinned by the plan's constraints file, never upgraded."""
         if plan.pip_args:
             with open(plan.pip_args[-1], "w", encoding="utf-8") as f:
                 f.write(plan.constraints_text)
-            try:  # newer Slicer: slicer.packaging (progress dialog naming the requester); else util.pip_install(list)
-                import slicer.packaging
-                pipInstall = getattr(slicer.packaging, "pip_install", None)
-            except ImportError:
-                pipInstall = None
-            if pipInstall is not None:
-                pipInstall(plan.pip_args, requester="OncoSeg")
-            else:
-                slicer.util.pip_install(plan.pip_args)
-        return self.dependencyPlan()
+        command = oncoDeps.pip_command(shutil.which("PythonSlicer") or sys.executable, plan)
+
+        def job(cancel, progress):
+            if command:
+                oncoDeps.run_pip(command, progress, cancel)
+            importlib.invalidate_caches()
+            return plan
+
+        return self.worker.submit(job, kind="install", on_done=onDone, on_error=onError, on_progress=onProgress)
 
     def submitLoadModel(self, model, device="auto", onDone=None, onError=None, onProgress=None):
-        return self.worker.submit(lambda cancel, progress: self.core.load_model(model, device), kind="load",
-                                  on_done=onDone, on_error=onError, on_progress=onProgress)
+        def job(cancel, progress):
+            progress(0, 1, _("Loading {model}...").format(model=model))
+            return self.core.load_model(model, device)
+
+        return self.worker.submit(job, kind="load", on_done=onDone, on_error=onError, on_progress=onProgress)
 
     # ----- geometry -----
     def volumeGeometry(self, volumeNode):
@@ -586,17 +607,20 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         dims = volumeNode.GetImageData().GetDimensions()
         return slicer.util.arrayFromVTKMatrix(rasToIjk), toWorld, tuple(int(d) for d in dims)
 
-    def volumeFromNode(self, volumeNode, modality=None, copyVoxels=True):
-        """OncoSeg Volume (LPS geometry of the node's own RAS, parent transform not applied) of a volume node."""
+    def _ijkToRas(self, volumeNode):
         ijkToRas = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(ijkToRas)
-        metadata = {"node": volumeNode.GetName()}
+        return ijkToRas
+
+    def volumeFromNode(self, volumeNode, copyVoxels=True):
+        """OncoSeg Volume (LPS geometry of the node's own RAS, parent transform not applied) of a volume node."""
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
         tag = shNode.GetItemAttribute(shNode.GetItemByDataNode(volumeNode),
                                       slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName())
         voxels = slicer.util.arrayFromVolume(volumeNode)
         return oncoCore.volume_from_slicer(voxels.copy() if copyVoxels else voxels,
-                                           slicer.util.arrayFromVTKMatrix(ijkToRas), modality=tag or None, metadata=metadata)
+                                           slicer.util.arrayFromVTKMatrix(self._ijkToRas(volumeNode)),
+                                           modality=tag or None, metadata={"node": volumeNode.GetName()})
 
     def volumeKey(self, volumeNode):
         """Fingerprint of the voxels and geometry the session works on: node ID, image data and its scalars'
@@ -604,17 +628,16 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         saving change (the session, its objects and embeddings must survive those)."""
         imageData = volumeNode.GetImageData()
         scalars = imageData.GetPointData().GetScalars() if imageData is not None else None
-        ijkToRas = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(ijkToRas)
         return oncoCore.volume_key(volumeNode.GetID(), imageData.GetMTime() if imageData is not None else 0,
                                    scalars.GetMTime() if scalars is not None else 0,
-                                   slicer.util.arrayFromVTKMatrix(ijkToRas))
+                                   slicer.util.arrayFromVTKMatrix(self._ijkToRas(volumeNode)))
 
     def detectModality(self, volumeNode):
+        """The detected modality guess of a volume node (advisory: None when detection fails)."""
         try:
             from OncoSegLib.modality import detect_modality
 
-            return detect_modality(self.volumeFromNode(volumeNode))
+            return detect_modality(self.volumeFromNode(volumeNode, copyVoxels=False))
         except Exception as e:  # detection is advisory
             logging.warning(f"OncoSeg: modality detection failed: {e}")
             return None
@@ -655,36 +678,30 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
                 setattr(parameterNode, attr, node)
 
     def promptsFromNodes(self, parameterNode):
-        """ObjectPrompts (IJK) from the prompt markups of a parameter node."""
+        """ObjectPrompts (IJK) from the prompt markups of a parameter node (defined control points only)."""
         p = parameterNode
         rasToIjk, toWorld, shape = self.volumeGeometry(p.inputVolume)
 
         def points(node):
-            """World positions (N, 3) and recorded axes of the defined control points only."""
-            if node is None:
-                return None, None
-            keep = self.definedControlPoints(node)
+            keep = self.definedControlPoints(node) if node is not None else []
             if not keep:
                 return None, None
             world = slicer.util.arrayFromMarkupsControlPoints(node, world=True)[keep]
             return world, [node.GetNthControlPointDescription(n) for n in keep]
 
-        posWorld, posAxes = points(p.positivePoints)
-        negWorld, negAxes = points(p.negativePoints)
         corners = None
-        roi = p.boxROI
-        if roi is not None and self.definedControlPoints(roi):
+        if p.boxROI is not None and self.definedControlPoints(p.boxROI):
             center, size = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
-            roi.GetCenterWorld(center)
-            roi.GetSizeWorld(size)
-            axes = slicer.util.arrayFromVTKMatrix(roi.GetObjectToWorldMatrix())
-            corners = oncoGeometry.roi_corners_world(center, size, axes)
+            p.boxROI.GetCenterWorld(center)
+            p.boxROI.GetSizeWorld(size)
+            corners = oncoGeometry.roi_corners_world(center, size,
+                                                     slicer.util.arrayFromVTKMatrix(p.boxROI.GetObjectToWorldMatrix()))
         scribbleWorld, _scribbleAxes = points(p.scribble)  # the stroke: its defined control points, as a polyline
         if scribbleWorld is not None and len(scribbleWorld) < 2:
             scribbleWorld = None
-        defaultAxis = "axial" if p.promptAxis == "auto" else p.promptAxis
-        return oncoPrompts.prompts_from_markups(p.segmentName, rasToIjk, shape, toWorld, posWorld, posAxes, negWorld,
-                                                negAxes, corners, scribbleWorld, None, "", defaultAxis)
+        return oncoPrompts.prompts_from_markups(p.segmentName, rasToIjk, shape, toWorld, *points(p.positivePoints),
+                                                *points(p.negativePoints), corners, scribbleWorld, None, "",
+                                                "axial" if p.promptAxis == "auto" else p.promptAxis)
 
     def clearPrompts(self, parameterNode):
         for node in (parameterNode.positivePoints, parameterNode.negativePoints, parameterNode.boxROI,
@@ -695,91 +712,46 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         self.core.forget(parameterNode.segmentName)
 
     # ----- jobs (main thread prepares, worker runs, main thread writes) -----
-    def _modalityFor(self, volume, modality):
-        if modality and modality != "auto":
-            return modality
-        try:
-            from OncoSegLib.modality import detect_modality
-
-            guess = detect_modality(volume)
-        except Exception as e:  # detection is advisory
-            logging.warning(f"OncoSeg: modality detection failed: {e}")
-            guess = None
-        return oncoParams.resolve_modality("auto", guess.modality if guess else None)
-
-    def _volumeRequest(self, volumeNode, modality, model, device, lowConfidence=None):
+    def _request(self, kind, volumeNode, modality, model, device, lowConfidence=None, **what):
         if volumeNode is None:
             raise OncoSegError(_("No input volume"), hint=_("select an input volume"))
-        volume = self.volumeFromNode(volumeNode)
-        return {"volume": volume, "key": self.volumeKey(volumeNode), "modality": self._modalityFor(volume, modality),
-                "model": model, "device": device, "lowConfidence": lowConfidence}
+        if not modality or modality == "auto":
+            guess = self.detectModality(volumeNode)
+            modality = oncoParams.resolve_modality("auto", guess.modality if guess else None)
+        return oncoJobs.Request(kind, self.volumeFromNode(volumeNode), self.volumeKey(volumeNode), modality, model,
+                                device, lowConfidence, **what)
 
     def promptRequest(self, parameterNode):
         p = parameterNode
-        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device, p.lowConfidence)
         prompts = self.promptsFromNodes(p)
         if prompts.is_empty():
             raise OncoSegError(_("No prompts placed"), hint=_("place a point, a box or a scribble first"))
         p.promptsJson = prompts.to_json()
-        request["prompts"] = prompts
-        return request
+        return self._request("prompt", p.inputVolume, p.modality, p.model, p.device, p.lowConfidence, prompts=prompts)
 
     def textRequest(self, parameterNode, text):
         p = parameterNode
-        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device, p.lowConfidence)
-        request["text"] = text
-        request["axis"] = "axial" if p.promptAxis == "auto" else p.promptAxis
-        return request
+        return self._request("text", p.inputVolume, p.modality, p.model, p.device, p.lowConfidence, text=text,
+                             axis="axial" if p.promptAxis == "auto" else p.promptAxis)
 
     def propagateRequest(self, parameterNode):
         p = parameterNode
-        request = self._volumeRequest(p.inputVolume, p.modality, p.model, p.device, p.lowConfidence)
-        request.update(name=p.segmentName, direction=p.propagateDirection, method=p.propagateMethod)
-        return request
+        return self._request("propagate", p.inputVolume, p.modality, p.model, p.device, p.lowConfidence,
+                             name=p.segmentName, direction=p.propagateDirection, method=p.propagateMethod)
 
-    def _prepare(self, request):
-        """Worker thread: model and session for the request's volume."""
-        self.core.load_model(request["model"], request["device"])
-        self.core.set_volume(request["volume"], request["key"], request["modality"])
-        if request.get("lowConfidence") is not None:
-            self.core.low_threshold = float(request["lowConfidence"])
+    def submit(self, request, dropIfBusy=False, onDone=None, onError=None, onProgress=None):
+        """Queue a Request on the worker; None when ``dropIfBusy`` and a job is running (clicks are dropped)."""
+        return self.worker.submit(lambda cancel, progress: oncoJobs.run(self.core, request, cancel, progress),
+                                  kind=request.kind, drop_if_busy=dropIfBusy, on_done=onDone, on_error=onError,
+                                  on_progress=onProgress)
 
-    def submitPrompts(self, request, dropIfBusy=False, onDone=None, onError=None):
-        def job(cancel, progress):
-            self._prepare(request)
-            return self.core.apply_prompts(request["prompts"], cancel=cancel)
-
-        return self.worker.submit(job, kind="prompt", drop_if_busy=dropIfBusy, on_done=onDone, on_error=onError)
-
-    def submitText(self, request, onDone=None, onError=None):
-        def job(cancel, progress):
-            self._prepare(request)
-            return self.core.segment_text(request["text"], axis=request["axis"], cancel=cancel)
-
-        return self.worker.submit(job, kind="text", on_done=onDone, on_error=onError)
-
-    def submitPropagate(self, request, onDone=None, onError=None, onProgress=None):
-        def job(cancel, progress):
-            self._prepare(request)
-            return self.core.propagate(request["name"], request["direction"], request["method"], progress=progress,
-                                       cancel=cancel)
-
-        return self.worker.submit(job, kind="propagate", on_done=onDone, on_error=onError, on_progress=onProgress)
+    def run(self, request):
+        """Console use: run a Request on the worker thread and wait, keeping Slicer responsive."""
+        return self.worker.run_sync(lambda cancel, progress: oncoJobs.run(self.core, request, cancel, progress),
+                                    kind=request.kind, pump=slicer.app.processEvents)
 
     def cancel(self):
         return self.worker.cancel_all()
-
-    def _wait(self, submit, request):
-        """Console use: run a job on the worker thread and wait, keeping Slicer responsive."""
-        box = {}
-        job = submit(request, onDone=lambda r: box.update(result=r), onError=lambda e: box.update(error=e))
-        while job is not None and not job.finished.wait(0.03):
-            self.worker.poll()
-            slicer.app.processEvents()
-        self.worker.poll()
-        if "error" in box:
-            raise box["error"]
-        return box.get("result")
 
     # ----- writing results (main thread) -----
     def ensureSegmentation(self, volumeNode, segmentationNode=None):
@@ -791,41 +763,43 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
             segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        volumeItem = shNode.GetItemByDataNode(volumeNode)
-        studyItem = shNode.GetItemParent(volumeItem)
+        studyItem = shNode.GetItemParent(shNode.GetItemByDataNode(volumeNode))
         if studyItem and studyItem != shNode.GetSceneItemID():
             shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), studyItem)
         return segmentationNode
+
+    def segmentNames(self, segmentationNode):
+        if segmentationNode is None:
+            return []
+        segmentation = segmentationNode.GetSegmentation()
+        return [segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments())]
 
     def _segmentArray(self, segmentationNode, segmentId, volumeNode):
         """(K, J, I) bool voxels of one segment on the volume's grid, read on the same IJK-to-segmentation grid the
         writes use (exact under any linear transforms of the volume and the segmentation; Slicer's
         arrayFromSegmentBinaryLabelmap resamples through world and misreads when their transforms differ)."""
         labelmap = slicer.vtkOrientedImageData()
-        if not segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap):
-            raise OncoSegError(_("Could not read segment {id}").format(id=segmentId))
         reference = slicer.vtkOrientedImageData()
         reference.SetImageToWorldMatrix(self._ijkToSegmentationMatrix(volumeNode, segmentationNode))
         dims = volumeNode.GetImageData().GetDimensions()  # a volume node's extent starts at 0
         reference.SetExtent(0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
         onGrid = slicer.vtkOrientedImageData()
-        if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-                labelmap, reference, onGrid, False, False):
+        if not (segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+                and slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+                    labelmap, reference, onGrid, False, False)):
             raise OncoSegError(_("Could not read segment {id}").format(id=segmentId))
         values = vtk.util.numpy_support.vtk_to_numpy(onGrid.GetPointData().GetScalars())
         return values.reshape(dims[::-1]) != 0
 
     def _ijkToSegmentationMatrix(self, volumeNode, segmentationNode):
         """4x4 vtkMatrix4x4: the volume's IJK -> the segmentation node's coordinates (labelmaps live there)."""
-        ijkToRas = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(ijkToRas)
         volumeToSegmentation = vtk.vtkMatrix4x4()
         if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
                 volumeNode.GetParentTransformNode(), segmentationNode.GetParentTransformNode(), volumeToSegmentation):
             raise OncoSegError(_("The volume and the segmentation are under different non-linear transforms"),
                                hint=_("harden the transforms or choose a segmentation under the volume's transform"))
         ijkToSegmentation = vtk.vtkMatrix4x4()
-        vtk.vtkMatrix4x4.Multiply4x4(volumeToSegmentation, ijkToRas, ijkToSegmentation)
+        vtk.vtkMatrix4x4.Multiply4x4(volumeToSegmentation, self._ijkToRas(volumeNode), ijkToSegmentation)
         return ijkToSegmentation
 
     def _writeRegion(self, segmentationNode, volumeNode, update):
@@ -855,18 +829,13 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         if parameterNode is not None and parameterNode.segmentation is None:
             parameterNode.segmentation = segmentationNode
         segmentation = segmentationNode.GetSegmentation()
-        segmentId = segmentation.GetSegmentIdBySegmentName(result.name)
-        if not segmentId:
-            segmentId = segmentation.AddEmptySegment("", result.name)
+        segmentId = segmentation.GetSegmentIdBySegmentName(result.name) or segmentation.AddEmptySegment("", result.name)
         if overwritePolicy == "overlap":
             segmentation.SeparateSegmentLabelmap(segmentId)
-        old = self._segmentArray(segmentationNode, segmentId, volumeNode)
-        others = {}
-        for n in range(segmentation.GetNumberOfSegments()):
-            otherId = segmentation.GetNthSegmentID(n)
-            if otherId != segmentId:
-                others[otherId] = self._segmentArray(segmentationNode, otherId, volumeNode)
-        plan = oncoMerge.plan_segment_write(segmentId, old, result.mask, others, overwritePolicy)
+        ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+        others = {i: self._segmentArray(segmentationNode, i, volumeNode) for i in ids if i != segmentId}
+        plan = oncoMerge.plan_segment_write(segmentId, self._segmentArray(segmentationNode, segmentId, volumeNode),
+                                            result.mask, others, overwritePolicy)
         with slicer.util.RenderBlocker():
             for update in oncoMerge.write_order(plan.updates, segmentId):
                 self._writeRegion(segmentationNode, volumeNode, update)
@@ -878,6 +847,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         message = _("{name}: {ml:.2f} mL").format(name=result.name, ml=result.volume_ml)
         if plan.protected_voxels:
             message += " " + _("({n} voxels kept in other segments)").format(n=plan.protected_voxels)
+        self.lastMessage = message
         return message
 
     def canUndo(self):
@@ -913,10 +883,8 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         """
         from OncoSegLib.prompts import parse_console_prompts
 
-        stored = parse_console_prompts(prompts, oncoGeometry.NodeGrid(*self.volumeGeometry(volumeNode)), name)
-        request = self._volumeRequest(volumeNode, modality, model, device)
-        request["prompts"] = stored
-        result = self._wait(self.submitPrompts, request)
+        prompts = parse_console_prompts(prompts, oncoGeometry.NodeGrid(*self.volumeGeometry(volumeNode)), name)
+        result = self.run(self._request("prompt", volumeNode, modality, model, device, prompts=prompts))
         segmentationNode = self.ensureSegmentation(volumeNode, segmentationNode)
         self.writeResult(volumeNode, segmentationNode, result, overwritePolicy)
         return segmentationNode
@@ -924,9 +892,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
     def segmentText(self, volumeNode, text, modality=None, model="latest", segmentationNode=None, axis="axial",
                     overwritePolicy="protect", device="auto"):
         """Find every instance of ``text`` ("liver", "liver tumor"): one segment per instance."""
-        request = self._volumeRequest(volumeNode, modality, model, device)
-        request.update(text=text, axis=axis)
-        results = self._wait(self.submitText, request)
+        results = self.run(self._request("text", volumeNode, modality, model, device, text=text, axis=axis))
         segmentationNode = self.ensureSegmentation(volumeNode, segmentationNode)
         for result in results:
             self.writeResult(volumeNode, segmentationNode, result, overwritePolicy)
@@ -935,9 +901,8 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
     def propagate(self, volumeNode, segmentationNode, name="Segment_1", direction="both", method="memory",
                   modality=None, model="latest", overwritePolicy="protect", device="auto"):
         """Propagate an already prompted object through the volume; returns the segmentation node."""
-        request = self._volumeRequest(volumeNode, modality, model, device)
-        request.update(name=name, direction=direction, method=method)
-        result = self._wait(self.submitPropagate, request)
+        result = self.run(self._request("propagate", volumeNode, modality, model, device, name=name,
+                                        direction=direction, method=method))
         self.writeResult(volumeNode, segmentationNode, result, overwritePolicy)
         return segmentationNode
 
@@ -965,45 +930,30 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
             return []
         return list(slicer.dicomDatabase.filesForSeries(seriesUid))
 
-    def _referenceSeries(self, volumeNode, seriesFolder=None):
-        from OncoSegLib.export.reference import load_reference
+    def export(self, kind, segmentationNode, volumeNode, outDir, seriesFolder=None, useSlicerRT=True):
+        """Write "rtstruct", "seg" or "nifti" into ``outDir``; returns the written paths.
 
-        if seriesFolder:
-            return load_reference(seriesFolder), None
-        folder = oncoCore.series_folder_from_files(self.dicomSeriesFiles(volumeNode), slicer.app.temporaryPath)
-        return load_reference(folder), folder
-
-    def _onSeriesGrid(self, segmentationNode, volumeNode, reference):
-        """The label map re-indexed onto the DICOM series grid (exact permutation/flip only, never resampled)."""
-        from OncoSegLib.export.labelmap_io import array_index_to_lps, place_on_grid
-
-        labels, names, colors = self.labelMap(segmentationNode, volumeNode)
-        grid = array_index_to_lps(self.volumeFromNode(volumeNode, copyVoxels=False))
-        return place_on_grid(labels, grid, reference.volume(), what="segmentation"), names, colors
-
-    def exportRTStruct(self, segmentationNode, volumeNode, outDir, seriesFolder=None, useSlicerRT=True):
-        """Write RTSTRUCT(s) into ``outDir``; returns the written paths.
-
-        Always: OncoSeg's own writer referencing the ORIGINAL series (from Slicer's DICOM database, or
-        ``seriesFolder``). Also, when SlicerRT is installed: its DICOM-RT exporter (image + structures as one new
-        study export, in ``outDir/SlicerRT``).
+        RTSTRUCT and SEG reference the ORIGINAL series (Slicer's DICOM database, or ``seriesFolder``); RTSTRUCT is
+        OncoSeg's own writer, plus SlicerRT's exporter into ``outDir/SlicerRT`` when SlicerRT is installed.
         """
-        import shutil
-
-        from OncoSegLib.export.rtstruct import write_rtstruct
-
-        paths = []
-        reference, tmp = self._referenceSeries(volumeNode, seriesFolder)
-        try:
-            labels, names, colors = self._onSeriesGrid(segmentationNode, volumeNode, reference)
-            out = os.path.join(outDir, f"RTSTRUCT_{reference.first.SeriesInstanceUID}.dcm")
-            paths.append(str(write_rtstruct(labels, reference, out, names=names, colors=colors, overwrite=False)))
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-        if useSlicerRT and hasattr(slicer.modules, "dicomrtimportexport"):
+        labels, names, colors = self.labelMap(segmentationNode, volumeNode)
+        paths = [oncoExports.write_export(
+            kind, labels, names, colors, self.volumeFromNode(volumeNode, copyVoxels=False), outDir,
+            base_name=segmentationNode.GetName(), series_folder=seriesFolder,
+            series_files=() if seriesFolder or kind == "nifti" else self.dicomSeriesFiles(volumeNode),
+            workdir=slicer.app.temporaryPath)]
+        if kind == "rtstruct" and useSlicerRT and hasattr(slicer.modules, "dicomrtimportexport"):
             paths.append(self.exportWithSlicerRT(segmentationNode, volumeNode, os.path.join(outDir, "SlicerRT")))
         return paths
+
+    def exportRTStruct(self, segmentationNode, volumeNode, outDir, seriesFolder=None, useSlicerRT=True):
+        return self.export("rtstruct", segmentationNode, volumeNode, outDir, seriesFolder, useSlicerRT)
+
+    def exportSEG(self, segmentationNode, volumeNode, outDir, seriesFolder=None):
+        return self.export("seg", segmentationNode, volumeNode, outDir, seriesFolder)[0]
+
+    def exportNIfTI(self, segmentationNode, volumeNode, outDir):
+        return self.export("nifti", segmentationNode, volumeNode, outDir)[0]
 
     def exportWithSlicerRT(self, segmentationNode, volumeNode, outDir):
         """SlicerRT's exporter: volume and segmentation exported together under one study."""
@@ -1014,8 +964,8 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
         volumeItem = shNode.GetItemByDataNode(volumeNode)
         if shNode.GetItemParent(volumeItem) == shNode.GetSceneItemID():  # not in a study: make one
-            patientItem = shNode.CreateSubjectItem(shNode.GetSceneItemID(), "OncoSeg patient")
-            studyItem = shNode.CreateStudyItem(patientItem, "OncoSeg study")
+            studyItem = shNode.CreateStudyItem(shNode.CreateSubjectItem(shNode.GetSceneItemID(), "OncoSeg patient"),
+                                               "OncoSeg study")
             shNode.SetItemParent(volumeItem, studyItem)
             shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), studyItem)
         exporter = DicomRtImportExportPlugin.DicomRtImportExportPluginClass()
@@ -1024,54 +974,12 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         # what Slicer's DICOM export dialog does before exporting: patient/study/series tags from Subject Hierarchy
         # (without it the new study has no patient name/ID and SlicerRT writes any volume as Modality CT)
         studyItem = shNode.GetItemParent(volumeItem)
-        patientItem = shNode.GetItemParent(studyItem)
-
-        def attributes(itemId, tagNames):
-            return {t: shNode.GetItemAttribute(itemId, oncoDicomTags.attribute_name(t)) for t in tagNames}
-
-        patient = attributes(patientItem, oncoDicomTags.PATIENT_TAGS)
-        study = attributes(studyItem, oncoDicomTags.STUDY_TAGS)
-        for exportable in exportables:
-            exportable.directory = outDir
-            offered = {t: exportable.tag(t) for t in oncoDicomTags.SERIES_TAGS if exportable.tag(t)}
-            series = attributes(exportable.subjectHierarchyItemID, oncoDicomTags.SERIES_TAGS)
-            for tagName, value in oncoDicomTags.exportable_tags(patient, study, series, offered).items():
-                exportable.setTag(tagName, value)
+        oncoDicomTags.tag_exportables(exportables, shNode.GetItemAttribute, shNode.GetItemParent(studyItem), studyItem,
+                                      outDir)
         error = exporter.export(exportables)
         if error:
             raise OncoSegError(_("SlicerRT export failed: {error}").format(error=error))
         return outDir
-
-    def exportSEG(self, segmentationNode, volumeNode, outDir, seriesFolder=None):
-        """DICOM SEG referencing the original series; returns the path."""
-        import shutil
-
-        from OncoSegLib.export.seg import write_seg
-
-        reference, tmp = self._referenceSeries(volumeNode, seriesFolder)
-        try:
-            labels, names, colors = self._onSeriesGrid(segmentationNode, volumeNode, reference)
-            out = os.path.join(outDir, f"SEG_{reference.first.SeriesInstanceUID}.dcm")
-            return str(write_seg(labels, reference, out, names=names, colors=colors, overwrite=False))
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-
-    def exportNIfTI(self, segmentationNode, volumeNode, outDir):
-        """Label map NIfTI (exact affine of the volume) + a names/colours JSON; returns the NIfTI path."""
-        import json
-
-        from OncoSegLib.io.atomic import atomic_write_text
-        from OncoSegLib.io.nifti import write_nifti
-
-        labels, names, colors = self.labelMap(segmentationNode, volumeNode)
-        volume = self.volumeFromNode(volumeNode)
-        base = os.path.join(outDir, f"{segmentationNode.GetName()}")
-        path = write_nifti(volume.with_array(labels), base + ".nii.gz")
-        atomic_write_text(base + ".labels.json", json.dumps(
-            [{"label": n + 1, "name": name, "color": list(color)} for n, (name, color) in enumerate(zip(names, colors))],
-            indent=2))
-        return str(path)
 
 
 #
@@ -1113,46 +1021,7 @@ class OncoSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(type(prompts).from_json(again.promptsJson), prompts)
 
     def test_segmentAndExport(self):
-        try:
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
-        except ImportError as e:
-            self.fail(f"OncoSeg needs PyTorch and transformers ({e}): press 'Install' in the OncoSeg module")
-        from OncoSegLib.demo import DEMO_MODEL_DIR, DEMO_SPACING
-        from OncoSegLib.export.rtstruct import read_rtstruct
-        from OncoSegLib.io.dicom_write import write_dicom_series
-        from OncoSegLib.phantoms import make_ct_phantom
-
-        self.delayDisplay("Segment a phantom vertebra with the shipped demo model")
-        phantom = make_ct_phantom(seed=5, shape_kji=(12, 128, 128), spacing=DEMO_SPACING)
-        volume, truth = phantom.volume, phantom.labels == 4  # label 4: vertebra
-        ijkToRas = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.ijk_to_lps
-        volumeNode = slicer.util.addVolumeFromArray(volume.array.astype(np.int16), ijkToRAS=ijkToRas, name="OncoSegCT")
-        k = volume.shape_kji[0] // 2
-        jj, ii = np.nonzero(truth[k])
-        click = [int(np.median(ii)), int(np.median(jj)), k]
-        logic = OncoSegLogic()
-        segmentationNode = logic.segment(volumeNode, {"points": [click]}, modality="ct", model=str(DEMO_MODEL_DIR),
-                                         name="vertebra", device="cpu")
-        segmentId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName("vertebra")
-        self.assertTrue(segmentId)
-        mask = logic._segmentArray(segmentationNode, segmentId, volumeNode)
-        self.assertEqual(mask.shape, volume.shape_kji)
-        written = int(mask.sum())
-        self.assertGreater(written, 0, "the model returned an empty mask")
-        self.assertEqual(written, int(logic.core.session.result(logic.core.object_id("vertebra")).sum()))
-        dice = 2.0 * float((mask[k] & truth[k]).sum()) / float(mask[k].sum() + truth[k].sum())
-        self.assertGreater(dice, 0.8, f"vertebra Dice {dice:.3f} on the clicked slice")
-        self.delayDisplay("Undo restores the empty segment")
-        logic.undoLastEdit()
-        self.assertEqual(int(logic._segmentArray(segmentationNode, segmentId, volumeNode).sum()), 0)
-        logic.segment(volumeNode, {"points": [click]}, modality="ct", model=str(DEMO_MODEL_DIR), name="vertebra",
-                      segmentationNode=segmentationNode, device="cpu")
-        self.delayDisplay("RTSTRUCT export round trip")
-        outDir = tempfile.mkdtemp(prefix="OncoSegTest-", dir=slicer.app.temporaryPath)
-        seriesDir = os.path.join(outDir, "ct")
-        write_dicom_series(volume, seriesDir)
-        paths = logic.exportRTStruct(segmentationNode, volumeNode, outDir, seriesFolder=seriesDir, useSlicerRT=False)
-        labels, _rois = read_rtstruct(paths[0], seriesDir)
-        self.assertEqual(int((labels > 0).sum()), written)
+        self.delayDisplay("Segment a phantom vertebra with the shipped demo model, Undo, RTSTRUCT round trip")
+        oncoSelfTest.segment_and_export(self, OncoSegLogic(), lambda array, ijkToRas: slicer.util.addVolumeFromArray(
+            array, ijkToRAS=ijkToRas, name="OncoSegCT"), slicer.app.temporaryPath)
         self.delayDisplay("Test passed")

@@ -108,6 +108,12 @@ VERIFIED = [
     ("SetCurveTypeToLinear", "method", "Slicer/Slicer", "vtkMRMLMarkupsCurveNode.h", r"void SetCurveTypeToLinear()"),
     ("GetNthControlPointPositionStatus", "method", "Slicer/Slicer", "vtkMRMLMarkupsNode.h", r"int GetNthControlPointPositionStatus(int pointIndex)"),
     ("tag", "qt_method", "Slicer/Slicer", "qSlicerDICOMExportable.h", r"Q_INVOKABLE QString tag(QString tagName)"),
+    # keyboard shortcuts of the panel (Qt classes through PythonQt, as Slicer's own Python spells them; the signal as
+    # Slicer's markups toolbar connects it)
+    ("qt.QShortcut", "qualified", "Slicer/Slicer", "*.py", r"qt\.QShortcut("),
+    ("qt.QKeySequence", "qualified", "Slicer/Slicer", "*.py", r"qt\.QKeySequence("),
+    ("activated", "qt_method", "Slicer/Slicer", "qMRMLMarkupsToolBar.cxx", r"SIGNAL(activated())"),
+    ("setEnabled", "qt_method", "Slicer/Slicer", "*.py", r"\.setEnabled("),
     ("setTag", "qt_method", "Slicer/Slicer", "qSlicerDICOMExportable.h", r"Q_INVOKABLE void setTag(QString tagName, QString tagValue)"),
     ("subjectHierarchyItemID", "qt_method", "Slicer/Slicer", "qSlicerDICOMExportable.h", r"Q_PROPERTY(vtkIdType subjectHierarchyItemID"),
     ("directory", "qt_method", "Slicer/Slicer", "qSlicerDICOMExportable.h", r"Q_PROPERTY(QString directory"),
@@ -123,6 +129,7 @@ SIGNALS = [
     ("QComboBox", "currentTextChanged(QString)", "Slicer/Slicer", "*.cxx", r"QComboBox::currentTextChanged"),
     ("qMRMLNodeComboBox", "currentNodeChanged(vtkMRMLNode*)", "Slicer/Slicer", "qMRMLNodeComboBox.h", r"void currentNodeChanged(vtkMRMLNode\* node);"),
     ("QTimer", "timeout()", "Slicer/Slicer", "packaging.py", r"_hideTimer\.connect(\"timeout()\""),
+    ("QShortcut", "activated()", "Slicer/Slicer", "qMRMLMarkupsToolBar.cxx", r"new QShortcut(.*SIGNAL(activated())"),
 ]
 
 # C++ methods whose positional argument counts are read from their declarations (one header per class). Only

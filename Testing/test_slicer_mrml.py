@@ -435,4 +435,4 @@ def test_engine_shut_down_on_cleanup(M):
     assert thread is not None and not thread.is_alive()
     assert M.sharedEngine()[1] is not worker  # a later use starts a fresh engine
     with pytest.raises(OncoSegError):
-        M.OncoSegLogic()._volumeRequest(None, "ct", "x", "cpu")
+        M.OncoSegLogic()._request("prompt", None, "ct", "x", "cpu")

@@ -81,6 +81,26 @@ def measure(name: str, mask: np.ndarray, spacing_ijk: Sequence[float], confidenc
                         recist_long_mm=float(r.long_axis_mm), recist_short_mm=float(r.short_axis_mm))
 
 
+def memory_line(bundle: Any, device: Any) -> str:
+    """", 1.2 GB weights, GPU 3.4 of 24.0 GB in use" (parts that cannot be measured are left out)."""
+    out = ""
+    try:
+        import torch
+
+        modules = [m for m in vars(bundle).values() if isinstance(m, torch.nn.Module)]
+        params = {id(p): p for m in modules for p in m.parameters()}  # backends share weights: count each once
+        nbytes = sum(p.numel() * p.element_size() for p in params.values())
+        if nbytes:
+            out += f", {nbytes / 1e9:.2f} GB weights" if nbytes >= 1e9 else f", {nbytes / 1e6:.1f} MB weights"
+        dev = torch.device(str(device))
+        if dev.type == "cuda" and torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info(dev)
+            out += f", GPU {(total - free) / 1e9:.1f} of {total / 1e9:.1f} GB in use"
+    except Exception:  # memory is informative only
+        pass
+    return out
+
+
 def _get(obj: Any, key: str) -> Any:
     if obj is None:
         return None
@@ -148,11 +168,12 @@ class OncoSegCore:
         self._objects.clear()
 
     def status(self) -> str:
+        """One line for the panel: model, device and memory (weights; GPU memory in use / total on CUDA)."""
         if self.bundle is None:
             return "No model loaded"
         name = getattr(self.bundle, "name", None) or (self.model_key[0] if self.model_key else "?")
         device = getattr(self.bundle, "device", "?")
-        return f"Model {name} on {device}"
+        return f"Model {name} on {device}" + memory_line(self.bundle, device)
 
     # ----- volume -----
     def set_volume(self, volume: Volume, key: str, modality: str | None = None) -> bool:

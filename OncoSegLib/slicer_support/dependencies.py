@@ -10,18 +10,26 @@ Decisions (all pure, so they are tested without Slicer):
   every install, so a dependency that wants another numpy makes pip fail with a message instead of silently
   breaking Slicer. When one of them is older than OncoSeg needs, the plan says so (the user updates Slicer).
 
-The argument list works with Slicer 5.10's ``pip_install(requirements)`` (a list of pip arguments) and with newer
-versions, whose ``pip_install`` accepts the same list.
+Installing runs pip in a child process of Slicer's own Python (``PythonSlicer``), from the module's worker thread,
+streaming pip's lines as progress; Cancel kills the process (:func:`run_pip`). The same command works on Slicer 5.10
+(Python 3.12) and the 5.13 previews; nothing goes through ``slicer.util.pip_install`` (which must not run off the
+main thread and changed its signature across versions). Slicer 5.8 ships Python 3.9, older than OncoSegLib and
+transformers 5 support: the plan says so instead of installing (:data:`MIN_PYTHON`).
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
+
+#: oldest Python OncoSegLib runs on (Slicer >= 5.10 ships 3.12; Slicer 5.8 ships 3.9)
+MIN_PYTHON: tuple[int, int] = (3, 10)
 
 #: torch requirement handed to PyTorchUtils (the PyTorch extension chooses the wheel for the GPU/driver)
 TORCH_REQUIREMENT = ">=2.4"
@@ -81,6 +89,7 @@ class InstallPlan:
     constraints_text: str = ""
     owned_too_old: list[str] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
+    blocked: str = ""  # why nothing can be installed in this Slicer (e.g. its Python is too old); "" = fine
 
     @property
     def nothing_to_do(self) -> bool:
@@ -88,6 +97,8 @@ class InstallPlan:
 
     def summary(self) -> str:
         """Multi-line text for the confirmation dialog."""
+        if self.blocked:
+            return self.blocked
         lines = ["Installed versions:", *[f"  {v}" for v in self.versions]]
         if self.torch_action != "ok":
             lines.append(f"PyTorch {self.torch_requirement} will be {'installed' if self.torch_action == 'install' else 'updated'} "
@@ -111,7 +122,8 @@ def _satisfies(version: str | None, spec: str) -> bool:
 
 def plan_install(installed: Mapping[str, str], constraints_path: str,
                  requirements: Sequence[str] = REQUIREMENTS, torch_requirement: str = TORCH_REQUIREMENT,
-                 owned: frozenset[str] = SLICER_OWNED) -> InstallPlan:
+                 owned: frozenset[str] = SLICER_OWNED,
+                 python_version: Sequence[int] = tuple(sys.version_info[:2])) -> InstallPlan:
     """Decide what to install.
 
     Args:
@@ -120,12 +132,17 @@ def plan_install(installed: Mapping[str, str], constraints_path: str,
         requirements: requirement strings, each with a floor and a ceiling.
         torch_requirement: version specifier for torch.
         owned: normalised names of packages never to install/upgrade.
+        python_version: (major, minor) of Slicer's Python; below :data:`MIN_PYTHON` the plan is ``blocked``.
 
     Raises ValueError when a requirement lacks a floor or a ceiling, or names a package Slicer owns (a programming
     error caught by the tests).
     """
     inst = {normalize(k): v for k, v in installed.items()}
     plan = InstallPlan(torch_action="ok", torch_requirement=torch_requirement)
+    if tuple(python_version[:2]) < MIN_PYTHON:
+        have, need = ".".join(map(str, python_version[:2])), ".".join(map(str, MIN_PYTHON))
+        plan.blocked = (f"This Slicer runs Python {have}; OncoSeg needs Python {need} or newer (Slicer 5.10 or "
+                        "later). Nothing was installed: please use a newer Slicer.")
 
     tv = inst.get("torch")
     if tv is None:
@@ -156,7 +173,7 @@ def plan_install(installed: Mapping[str, str], constraints_path: str,
 
     pins = sorted((n, v) for n, v in inst.items() if n in owned and n not in ("pip", "setuptools", "wheel"))
     plan.constraints_text = "".join(f"{n}=={v}\n" for n, v in pins)
-    if plan.to_install:
+    if plan.to_install and not plan.blocked:
         # torch/torchvision pinned too: a dependency must not swap the PyTorch extension's CUDA build
         plan.pip_args = [*plan.to_install, "--constraint", constraints_path]
     return plan
@@ -170,3 +187,47 @@ def read_requirements_file(text: str) -> list[str]:
         if line:
             out.append(line)
     return out
+
+
+def pip_command(python: str, plan: InstallPlan) -> list[str]:
+    """The pip command line that installs ``plan`` with Slicer's Python ``python`` (``PythonSlicer``)."""
+    if plan.blocked or not plan.pip_args:
+        return []
+    return [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+            *plan.pip_args]
+
+
+def run_pip(command: Sequence[str], progress: Callable[[int, int, str], None] | None = None,
+            cancel: Any = None, popen: Callable[..., Any] = subprocess.Popen) -> list[str]:
+    """Run a pip command, reporting each "Collecting"/"Installing" line as progress; returns the output lines.
+
+    Runs on the module's worker thread (never touches Qt). ``cancel`` (a CancelToken) kills pip and raises
+    ``Cancelled``; a non-zero exit raises ``InputError`` with pip's last error line. ``progress(done, total, line)``
+    counts steps against ``total`` = requirements to install + 1.
+    """
+    from OncoSegLib.errors import Cancelled, InputError
+
+    total = max(2, sum(1 for a in command if re.match(r"^[A-Za-z0-9_.-]+[<>=~!]", a)) + 1)
+    proc = popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines: list[str] = []
+    done = 0
+    try:
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            lines.append(line)
+            if cancel is not None and cancel.cancelled:
+                proc.kill()
+                raise Cancelled("dependency installation cancelled; nothing half-installed is kept by pip")
+            if line.startswith(("Collecting", "Installing collected", "Successfully installed")):
+                done = min(total, done + 1)
+                if progress is not None:
+                    progress(done, total, line[:120])
+    finally:
+        rc = proc.wait()
+    if cancel is not None and cancel.cancelled:
+        raise Cancelled("dependency installation cancelled")
+    if rc != 0:
+        errors = [ln for ln in lines if ln.startswith("ERROR")] or lines[-1:] or ["(no output)"]
+        raise InputError(f"pip failed (exit {rc}): {errors[-1][:200]}",
+                         hint="see the Python console for pip's full output; check the network or proxy")
+    return lines

@@ -14,7 +14,7 @@ Values are passed through untouched and never logged (they are patient data).
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 #: ``vtkMRMLSubjectHierarchyConstants::GetDICOMAttributePrefix()``
 ATTRIBUTE_PREFIX = "DICOM."
@@ -54,3 +54,22 @@ def exportable_tags(patient: Mapping[str, str | None], study: Mapping[str, str |
         if value and value != default:
             out[name] = str(value)
     return out
+
+
+def tag_exportables(exportables: Sequence[Any], item_attribute: Callable[[int, str], str], patient_item: int,
+                    study_item: int, directory: str) -> None:
+    """Set the output ``directory`` and :func:`exportable_tags` on each DICOM exportable of Slicer's plugins.
+
+    ``item_attribute(item_id, attribute_name)`` reads a Subject Hierarchy attribute (``shNode.GetItemAttribute``);
+    each exportable offers ``tag(name)``, ``setTag(name, value)``, ``subjectHierarchyItemID`` and ``directory``.
+    """
+    def attributes(item: int, names: Sequence[str]) -> dict[str, str]:
+        return {t: item_attribute(item, attribute_name(t)) for t in names}
+
+    patient, study = attributes(patient_item, PATIENT_TAGS), attributes(study_item, STUDY_TAGS)
+    for exportable in exportables:
+        exportable.directory = directory
+        offered = {t: exportable.tag(t) for t in SERIES_TAGS if exportable.tag(t)}
+        series = attributes(exportable.subjectHierarchyItemID, SERIES_TAGS)
+        for name, value in exportable_tags(patient, study, series, offered).items():
+            exportable.setTag(name, value)

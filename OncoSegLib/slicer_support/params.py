@@ -119,3 +119,58 @@ def modality_status(choice: str, guess_modality: str | None, guess_confidence: f
         return "Modality: not detected yet (select an input volume)"
     conf = "" if guess_confidence is None else f", {100 * guess_confidence:.0f}%"
     return f"Detected {det}{conf}: {guess_reason or 'no reason given'}"
+
+
+#: keyboard shortcuts of the module panel (active while the module is shown): action -> Qt key sequence
+SHORTCUTS: dict[str, str] = {"positive": "P", "negative": "N", "box": "B", "next_segment": "Shift+N",
+                             "undo": "Ctrl+Z"}
+
+
+def next_segment_name(existing: list[str], current: str) -> str:
+    """The name "next segment" switches to: ``Segment_3`` -> ``Segment_4`` (the first free number at or after the
+    current one + 1); a name without a trailing number gets ``_2``."""
+    import re
+
+    m = re.match(r"^(.*?)(?:[_ ](\d+))?$", current.strip() or "Segment")
+    stem = m.group(1) if m else current
+    n = int(m.group(2)) + 1 if m and m.group(2) else 2
+    taken = set(existing)
+    while f"{stem}_{n}" in taken:
+        n += 1
+    return f"{stem}_{n}"
+
+
+#: registry name of the CPU-sized model offered when there is no GPU or no SAM3 weights
+CPU_MODEL = "litemedsam"
+
+
+@dataclass
+class ModelAdvice:
+    """What the panel says before loading a model: ``message`` ("" = nothing to say) and ``suggested`` (a model to
+    offer instead, or None)."""
+
+    message: str = ""
+    suggested: str | None = None
+
+
+def model_advice(model: str, device: str, cuda: bool, mps: bool, weights_local: bool | None,
+                 fallback_notice: str | None = None) -> ModelAdvice:
+    """CPU-mode and missing-weights advice for ``model`` on ``device``.
+
+    Args:
+        model: the chosen model (registry name or path); device: the chosen device ("auto", "cpu", "cuda", ...).
+        cuda, mps: whether a CUDA / Apple GPU is usable in this Slicer's torch.
+        weights_local: whether the model's weights (and its base's) are on this machine (None = unknown, e.g. a path).
+        fallback_notice: the registry's notice when the model routed for the image cannot be had
+            (``OncoSegLib.models.registry.resolve_model``).
+    """
+    if model == CPU_MODEL:
+        return ModelAdvice()
+    gpu = (cuda or mps) and device != "cpu"
+    if weights_local is False:
+        return ModelAdvice(fallback_notice or f"The weights of '{model}' are not on this computer (SAM3 weights need "
+                           f"approved access on Hugging Face). '{CPU_MODEL}' works offline on any computer.", CPU_MODEL)
+    if not gpu:
+        return ModelAdvice(f"CPU mode: no GPU is usable{' (device set to CPU)' if device == 'cpu' else ''}. SAM3 models "
+                           f"take several seconds per slice on a CPU; '{CPU_MODEL}' is made for CPUs.", CPU_MODEL)
+    return ModelAdvice()
