@@ -1,0 +1,89 @@
+"""CVPR 2025 interactive protocol on the shipped real CT (TotalSegmentator example), as challenge-format npz cases.
+
+    python3 benchmarks/cvpr25_real_ct.py --out /tmp/cvpr25_real_ct [--model litemedsam] [--device cpu]
+
+1. Writes one challenge npz per structure (``CT_<name>.npz``: ``imgs`` (z, y, x) int16 HU, ``gts`` uint8 with the
+   structure as label 1, ``spacing`` (x, y, z) mm as SimpleITK gives it, ``boxes`` = one dict per class by
+   ``get_boxes.py``'s rule without its random 0-5 px enlargement) and one multi-class case ``CT_all.npz`` (labels
+   1..n in the order of :data:`STRUCTURES`), from ``OncoSegLib/data/real_ct/example_ct_sm.nii.gz`` +
+   ``example_seg.nii.gz`` (array axes = the NIfTI's voxel axes, k axial).
+2. Runs ``oncoseg evaluate interactive`` on them (official spacing; the CT is 3 mm isotropic so ``--physical-spacing``
+   gives the same numbers) and prints a markdown table: DSC_AUC, NSD_AUC, DSC_Final, NSD_Final and time per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[1] / "OncoSegLib" / "data" / "real_ct"
+#: (name, TotalSegmentator label) of the structures evaluated.
+STRUCTURES = [("liver", 5), ("spleen", 1), ("kidney_right", 2), ("kidney_left", 3), ("stomach", 6), ("aorta", 52)]
+
+
+def write_cases(out: Path) -> list[Path]:
+    """Write the challenge npz cases into ``out`` (see the module docstring); return their paths."""
+    import SimpleITK as sitk
+
+    from OncoSegLib.evaluation.click_protocol import box_from_mask
+
+    out.mkdir(parents=True, exist_ok=True)
+    ct = sitk.ReadImage(str(DATA / "example_ct_sm.nii.gz"))
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(DATA / "example_seg.nii.gz")))
+    imgs = sitk.GetArrayFromImage(ct).astype(np.int16)
+    spacing = np.array(ct.GetSpacing(), dtype=np.float64)  # (x, y, z), as the challenge files store it
+    paths = []
+
+    def save(name: str, gts: np.ndarray) -> None:
+        boxes = [box_from_mask(gts == lab).to_challenge() for lab in np.unique(gts)[1:]]
+        path = out / f"CT_{name}.npz"
+        np.savez_compressed(path, imgs=imgs, gts=gts, spacing=spacing, boxes=np.array(boxes, dtype=object))
+        paths.append(path)
+
+    every = np.zeros(seg.shape, np.uint8)
+    for n, (name, label) in enumerate(STRUCTURES, start=1):
+        save(name, (seg == label).astype(np.uint8))
+        every[seg == label] = n
+    save("all", every)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--model", default="litemedsam")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `oncoseg evaluate` options")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    write_cases(out / "npz")
+    cmd = [sys.executable, "-m", "OncoSegLib", "evaluate", "interactive", "--data", str(out / "npz"), "--model",
+           args.model, "--device", args.device, "--modality", "ct", "--out", str(out / "eval"), "--quiet",
+           *args.extra]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    with open(out / "eval" / "interactive_metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    print(f"command: {' '.join(cmd[1:])}   (wall {wall:.0f} s, including model load)")
+    print("| case | classes | DSC_AUC | NSD_AUC | DSC_Final | NSD_Final | DSC per step (box, 1-5) | time/case s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        steps = ", ".join(f"{float(r[f'DSC_{i}']):.3f}" for i in range(1, 7))
+        print(f"| {r['CaseName']} | {r['num_class']} | {float(r['DSC_AUC']):.4f} | {float(r['NSD_AUC']):.4f} | "
+              f"{float(r['DSC_Final']):.4f} | {float(r['NSD_Final']):.4f} | {steps} | "
+              f"{float(r['TotalRunningTime']):.1f} |")
+    summary = json.loads((out / "eval" / "interactive_summary.json").read_text())["summary"]
+    print(json.dumps({k: summary[k] for k in ("n_cases", "n_not_counted", "n_failed_steps")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
