@@ -102,21 +102,56 @@ def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     assert (tmp_path / "keep.txt").read_text() == "user file"
 
 
-def test_demo_runs_text_prompts_when_the_model_has_a_detector(tmp_path: Path) -> None:
-    """A text-capable (tiny, random) full checkpoint: the demo types the concepts, reports Dice in [0, 1] on the
-    prompted slice of the right structure; the shipped tracker-only model reports no text prompts (other tests)."""
-    from OncoSegLib.demo import DEMO_TEXT_PLAN, run_phantom_demo
+def test_demo_runs_text_prompts_when_the_model_has_a_detector(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A text-capable (tiny, random) full checkpoint: the demo types the concepts on the middle slice of the right
+    structure and reports the Dice of what the session returned against the phantom truth — recomputed here from the
+    masks the session handed out (numpy 2|A&B| / (|A|+|B|)); the shipped tracker-only model reports no text prompts
+    (other tests)."""
+    from OncoSegLib.demo import DEMO_SEED, DEMO_SPACING, DEMO_TEXT_PLAN, run_phantom_demo
     from OncoSegLib.models.tiny import save_tiny_checkpoint
+    from OncoSegLib.phantoms import make_ct_phantom
+    from OncoSegLib.session import SegmentationSession
 
+    found_by_text: dict[str, list] = {}
+    results: dict[int, np.ndarray] = {}
+    add_text, result = SegmentationSession.add_text, SegmentationSession.result
+
+    def spy_add_text(self, text, *a, **kw):  # noqa: ANN001, ANN002, ANN003
+        kw["score_threshold"] = 0.0  # random detector scores stay below 0.5: keep its best instance anyway
+        found_by_text[text] = add_text(self, text, *a, **kw)
+        return found_by_text[text]
+
+    def spy_result(self, obj):  # noqa: ANN001
+        results[obj] = result(self, obj)
+        return results[obj]
+
+    monkeypatch.setattr(SegmentationSession, "add_text", spy_add_text)
+    monkeypatch.setattr(SegmentationSession, "result", spy_result)
     model = save_tiny_checkpoint(tmp_path / "tiny_full")
     rep = run_phantom_demo(tmp_path / "out", model=model, shape_kji=(12, 112, 112))
+    truth = make_ct_phantom(seed=DEMO_SEED, shape_kji=(12, 112, 112), spacing=DEMO_SPACING).labels
+
+    def dice(a: np.ndarray, b: np.ndarray) -> float:
+        return 1.0 if not a.any() and not b.any() else 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
     tp = rep["text_prompts"]
     assert tp is not None and set(tp) == {c for c, _ in DEMO_TEXT_PLAN}
     for concept, lab in DEMO_TEXT_PLAN:
-        row = tp[concept]
-        assert row["label"] == lab and 0 <= row["slice_k"] < 12
-        assert 0.0 <= row["dice_slice"] <= 1.0 and 0.0 <= row["dice_3d"] <= 1.0
-        assert row["instances"] in (0, 1)
+        row, gt = tp[concept], truth == lab
+        areas = gt.sum(axis=(1, 2))
+        big = np.nonzero(areas >= 0.9 * areas.max())[0]
+        assert row["label"] == lab and row["slice_k"] == int(big[len(big) // 2])
+        found = found_by_text[concept]
+        assert row["instances"] == len(found) <= 1
+        if found:
+            inst = found[0]
+            assert inst.ref.index == row["slice_k"]
+            k = row["slice_k"]
+            assert row["dice_slice"] == pytest.approx(dice(np.asarray(inst.mask, bool), gt[k]), abs=5e-5)
+            assert row["dice_3d"] == pytest.approx(dice(results[inst.object_id], gt), abs=5e-5)  # 4 decimals
+        else:
+            assert row["dice_slice"] == row["dice_3d"] == 0.0
+    assert all(found_by_text[c] for c, _ in DEMO_TEXT_PLAN)  # the Dice branch above ran for every concept
     assert "text_prompts_s" in rep["timings_s"]
 
 
