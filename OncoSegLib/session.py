@@ -729,7 +729,7 @@ class SegmentationSession:
                      previous if agree_dice is not None else None, min_area=min_area, agree_dice=agree_dice,
                      progress=progress, cancel=cancel, result=res, obj_id=o.id, done0=done0, total=total)
 
-    def propagate(self, obj: ObjectId | None = None, direction: str = "both", method: str = "memory",
+    def propagate(self, obj: ObjectId | None = None, direction: str = "both", method: str | None = None,
                   axis: str | None = None, progress: ProgressCallback | None = None,
                   cancel: CancelToken | None = None, min_area: int = 1, margin: float = 0.1) -> PropagationResult:
         """Propagate object ``obj`` (all objects when None, one after another) through the volume.
@@ -746,7 +746,7 @@ class SegmentationSession:
         without a prompt on the axis are left alone and listed in ``result.skipped``.
         """
         direction = check_direction(direction)
-        method = check_method(method)
+        method = check_method(method if method is not None else self.default_method)
         if method == "memory" and not getattr(self.predictor, "has_video", False):
             raise ModelError("this model has no video tracker (Sam3TrackerVideoModel), so memory propagation is "
                              "unavailable", "use method='centroid' or method='box', or load a full SAM3 checkpoint")
@@ -786,6 +786,12 @@ class SegmentationSession:
                 raise
             self._commit()
         return res
+
+    @property
+    def default_method(self) -> str:
+        """The propagation method used when none is given: "memory" with a video tracker, else "box" (one a
+        tracker-less model such as LiteMedSAM can run)."""
+        return "memory" if getattr(self.predictor, "has_video", False) else "box"
 
     def _maybe_repropagate(self, o: _Object, ref: SliceRef) -> None:
         lp = o.last_propagation

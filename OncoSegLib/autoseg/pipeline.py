@@ -484,8 +484,9 @@ def run_autoseg(series_dir: str | os.PathLike, protocol: str | os.PathLike | Pro
         session = SegmentationSession(mdl, cache_mb=cache_mb, undo_depth=0)
         pred = session.predictor
         if not (getattr(pred, "has_text", False) and hasattr(pred, "detect_text")):
-            raise ModelError(f"model '{mname}' has no text detector (Sam3Model + tokenizer); autoseg finds "
-                             "structures from text prompts", "use a full SAM3 checkpoint (detector included)")
+            from OncoSegLib.models.registry import no_text_encoder_error
+
+            raise no_text_encoder_error(f"model '{mname}' (autoseg finds structures from text prompts)")
         session.set_volume(volume, modality=modality, window=window)
         method = proto.propagation
         if method == "auto":

@@ -25,15 +25,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("image", help="input image: NIfTI file, DICOM folder, PNG/JPEG or NPZ")
     p.add_argument("--prompts", required=True, help="prompts JSON (see docs/prompts.md)")
     p.add_argument("--model", default=None,
-                   help="registry name (oncoseg models list) or a model folder/file; default: the manifest's model "
-                        "for the image's modality (--modality, else detected)")
+                   help="registry name (oncoseg models list) or a model folder/file (./NAME for a folder named like "
+                        "a registry model); default: the manifest's model for the image's modality (--modality, else "
+                        "detected), or litemedsam when that one is not available offline")
     p.add_argument("--out", required=True, help="output label map (.nii or .nii.gz)")
     p.add_argument("--propagate", action="store_true", help="propagate every object through the volume")
-    p.add_argument("--method", choices=METHODS, default="memory", help="propagation method (default: memory)")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="propagation method (default: memory for models with a video tracker, else box)")
     p.add_argument("--direction", choices=("both", "forward", "backward"), default="both")
     p.add_argument("--modality", default=None, help="modality (ct, mri, pet, ...); default: detect from the data")
     p.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"), default=None,
-                   help="CT window in HU (default -1000 1000)")
+                   help="CT window in HU (default: the model's: -1000 1000 for SAM3, -160 240 for LiteMedSAM)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--series", default=None, help="SeriesInstanceUID to pick in a DICOM folder with several")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder applied on top of the model")
@@ -92,14 +94,14 @@ def run(args: argparse.Namespace) -> int:
     model = args.model
     if model is None:  # per-modality routing (manifest), the user's --model overrides it
         from OncoSegLib.modality import detect_modality
-        from OncoSegLib.models.registry import model_for_modality
+        from OncoSegLib.models.registry import resolve_model
         from OncoSegLib.preprocessing import canonical_modality
 
         modality = canonical_modality(args.modality) if args.modality else detect_modality(volume).modality
-        model = model_for_modality(modality)
-        say(f"model for {modality}: {model} (manifest routing; choose another with --model)")
+        model, notice = resolve_model(None, modality)  # falls back to litemedsam when the routed one is missing
+        say(notice or f"model for {modality}: {model} (manifest routing; choose another with --model)")
     components = ["tracker"]
-    if args.propagate and args.method == "memory":
+    if args.propagate and args.method in (None, "memory"):
         components.append("video")
     if prompts.texts or any(o.text for o in prompts.objects):
         components.append("detector")
@@ -144,10 +146,11 @@ def run(args: argparse.Namespace) -> int:
                 last[0] = pct
                 say(f"propagating: {done}/{total} slices")
 
-        res = session.propagate(None, direction=args.direction, method=args.method, progress=progress)
+        method = args.method or session.default_method
+        res = session.propagate(None, direction=args.direction, method=method, progress=progress)
         for oid in res.skipped:
             say(f"object {session.objects.get(oid)!r}: nothing to propagate (no prompt and no text instance)")
-        prop = {"method": args.method, "direction": args.direction, "slices": len(res.processed),
+        prop = {"method": method, "direction": args.direction, "slices": len(res.processed),
                 "stopped": {f"{session.objects.get(k[0], k[0])}|anchor {k[1]}|{'+' if k[2] > 0 else '-'}": v
                             for k, v in res.stopped.items()}}
 

@@ -25,7 +25,7 @@ class PredictorSliceSegmenter:
     def __init__(self, model: Any, modality: str | None = None, window: tuple[float, float] | None = None):
         from OncoSegLib.models.predictor import Sam3Predictor
 
-        self.predictor = model if isinstance(model, Sam3Predictor) else Sam3Predictor(model)
+        self.predictor = model if hasattr(model, "predict") else Sam3Predictor(model)  # LiteMedSAM is a predictor
         self.modality = modality
         self.window = window
         self._norm_key: int | None = None
@@ -40,7 +40,9 @@ class PredictorSliceSegmenter:
                 from OncoSegLib.modality import detect_modality
 
                 mod = detect_modality(image).modality
-            self._norm = fit_normalizer(image, mod, self.window)
+            window = self.window if self.window is not None or mod != "ct" else getattr(self.predictor, "ct_window",
+                                                                                          None)
+            self._norm = fit_normalizer(image, mod, window)
             self._norm_key = id(image)
         return self._norm
 
@@ -51,16 +53,22 @@ class PredictorSliceSegmenter:
         s = self.predictor.image_size
         norm = self._normalizer(image)
         hw = image.shape_kji[1:]
-        emb = self.predictor.encode(to_model_input(norm(image.array[k]), s)[None])
+        pred_ = self.predictor
+        if hasattr(pred_, "prepare"):  # a predictor owning its preprocessing and pixel map (LiteMedSAM)
+            emb = pred_.encode(pred_.prepare(image.array[k], norm))
+            to_xy = pred_.to_model_xy
+        else:
+            emb = pred_.encode(to_model_input(norm(image.array[k]), s)[None])
+            to_xy = lambda r, c, hw_: pixel_to_model(r, c, hw_, s)  # noqa: E731
         out: dict[int, np.ndarray] = {}
         for p in prompts:
             if p.box is not None:
-                x0, y0 = pixel_to_model(p.box[1], p.box[0], hw, s)
-                x1, y1 = pixel_to_model(p.box[3], p.box[2], hw, s)
+                x0, y0 = to_xy(p.box[1], p.box[0], hw)
+                x1, y1 = to_xy(p.box[3], p.box[2], hw)
                 pred = self.predictor.predict(emb, box=(x0, y0, x1, y1), out_hw=hw)
             else:
                 assert p.point is not None
-                x, y = pixel_to_model(p.point[1], p.point[0], hw, s)
+                x, y = to_xy(p.point[1], p.point[0], hw)
                 pred = self.predictor.predict(emb, points=[[x, y]], labels=[1], out_hw=hw)
             out[p.label] = pred.mask
         return out

@@ -121,7 +121,7 @@ def install(path: str | os.PathLike, size: int = SOURCE_SIZE, sha256: str = SOUR
 
     ``size``/``sha256`` are the pinned release's (tests pass their own for small fake wheels). Returns the store.
     """
-    from OncoSegLib.io.atomic import make_temp_dir
+    from OncoSegLib.io.atomic import make_temp_dir, output_mode
 
     src = Path(path).expanduser()
     if not src.is_file():
@@ -141,6 +141,8 @@ def install(path: str | os.PathLike, size: int = SOURCE_SIZE, sha256: str = SOUR
                 "safetensors_sha256": _sha256_file(staging / WEIGHTS_FILE), "tensors": n, "licence": "Apache-2.0",
                 "converted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (staging / PROVENANCE_FILE).write_text(json.dumps(prov, indent=2), encoding="utf-8")
+        for f in staging.iterdir():  # readable like any output file (safetensors writes 0600)
+            os.chmod(f, output_mode())
         backup = None
         if dest.exists():
             backup = dest.with_name(f".{dest.name}.old")
