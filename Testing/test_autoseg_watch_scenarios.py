@@ -539,7 +539,7 @@ def test_a_job_named_error_cannot_collide_with_the_error_folder(tmp_path, ct_mas
         watch_inbox(WatchConfig(inbox=inbox, outbox=outbox, protocol=LIVER, error_dir=inbox / ".err"))
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o027])
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
 def test_watcher_outputs_honour_the_umask(tmp_path, ct_master, umask):
     inbox = _inbox_with(tmp_path, ct_master, ["job"])
     _bad_job(inbox, "zz_bad")
