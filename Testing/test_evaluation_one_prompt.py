@@ -92,6 +92,21 @@ def test_point_prompts_and_real_predictor_shapes() -> None:
 
     case = toy_case("a", "d", "ct")
     seg = PredictorSliceSegmenter(tiny_bundle(0, 56, text=False, video=False), modality="ct")
-    res = evaluate_cases([case], seg, kind="point")
-    assert {x.label for x in res} == {1, 2}
-    assert all(0.0 <= x.dice <= 1.0 and x.prompt == "point" for x in res)
+    answers: dict[int, dict[int, np.ndarray]] = {}
+
+    def recording(image, k, prompts):  # noqa: ANN001 - keeps what the real predictor returned per label and slice
+        masks = seg(image, k, prompts)
+        for lab, m in masks.items():
+            answers.setdefault(int(lab), {})[k] = np.asarray(m, dtype=bool)
+        return masks
+
+    res = evaluate_cases([case], recording, kind="point")
+    assert {x.label for x in res} == {1, 2} and all(x.prompt == "point" for x in res)
+    for x in res:  # the reported 3D Dice is the Dice of the predictor's masks (numpy oracle), not just in [0, 1]
+        g = case.gts == x.label
+        pred = np.zeros(g.shape, dtype=bool)
+        for k, m in answers[x.label].items():
+            pred[k] = m
+        assert sorted(answers[x.label]) == sorted(set(np.nonzero(g.any(axis=(1, 2)))[0].tolist()))
+        assert pred.any()
+        assert x.dice == pytest.approx(2.0 * (pred & g).sum() / (pred.sum() + g.sum()), abs=1e-12)
