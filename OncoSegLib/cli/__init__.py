@@ -11,9 +11,10 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from OncoSegLib import __version__
-from OncoSegLib.errors import OncoSegError
+from OncoSegLib.errors import OncoSegError, as_oncoseg_error
 
 # Verb modules in the order `oncoseg --help` lists them. A module that is absent is skipped.
 VERB_MODULES = ["demo", "convert", "metrics", "segment", "export", "import_", "models", "train", "evaluate", "autoseg"]
@@ -37,12 +38,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: At most this many distinct library warnings are kept for the end of a run.
+MAX_WARNINGS = 20
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # Library warnings (numpy, torch, transformers...) are held back: printed as "warning:" lines after a run that
+    # succeeds, dropped when it fails, so that an error is the one line the user sees (ONCOSEG_DEBUG shows them).
+    held: list[str] = []
+
+    def hold(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
+        text = f"{message}"
+        if text not in held and len(held) < MAX_WARNINGS:
+            held.append(text)
+
+    with warnings.catch_warnings():
+        if not os.environ.get("ONCOSEG_DEBUG"):
+            warnings.showwarning = hold
+        rc = _run(args)
+    if rc == 0:
+        for text in held:
+            print(f"oncoseg {args.verb}: warning: {text}", file=sys.stderr)
+    return rc
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except OncoSegError as exc:
@@ -66,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
         if os.environ.get("ONCOSEG_DEBUG"):
             raise
+        known = as_oncoseg_error(exc)  # disk full, refused pickle, damaged safetensors: not a bug of ours
+        if known is not None:
+            print(f"oncoseg {args.verb}: error: {known}", file=sys.stderr)
+            return 2
         print(f"oncoseg {args.verb}: internal error: {type(exc).__name__}: {exc} "
               "(rerun with ONCOSEG_DEBUG=1 for details and report it)", file=sys.stderr)
         return 1

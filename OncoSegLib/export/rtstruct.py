@@ -35,7 +35,7 @@ from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from OncoSegLib import __version__
 from OncoSegLib.cancel import CancelToken
-from OncoSegLib.errors import InputError
+from OncoSegLib.errors import InputError, OncoSegError, output_write_error
 from OncoSegLib.export.contours import rasterize_slice, trace_slice
 from OncoSegLib.export.reference import ReferenceSeries, load_reference
 from OncoSegLib.export.roi import RoiSpec, character_set_for, prepare_labels
@@ -287,8 +287,13 @@ def write_rtstruct(
     meta.ImplementationVersionName = "ONCOSEG"
     ds.file_meta = meta
     ds.set_original_encoding(True, True, ds.get("SpecificCharacterSet", "iso8859"))
-    with atomic_path(out, suffix=".dcm") as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+    try:
+        with atomic_path(out, suffix=".dcm") as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+    except OSError as exc:  # disk full / I/O error while writing: the temporary file is already removed
+        if isinstance(exc, OncoSegError):
+            raise
+        raise output_write_error(out, exc) from None
     log.info("wrote RTSTRUCT with %d ROI(s)", len(specs))
     return out
 

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from OncoSegLib import __version__
-from OncoSegLib.errors import InputError
+from OncoSegLib.errors import InputError, OncoSegError, output_write_error
 from OncoSegLib.export.labelmap_io import place_on_grid
 from OncoSegLib.export.reference import ReferenceSeries, load_reference
 from OncoSegLib.export.roi import RoiSpec, character_set_for, prepare_labels
@@ -138,8 +138,13 @@ def write_seg(
                                                      ref.first.get("SpecificCharacterSet"),
                                                      copied_texts(ref.first)),
         )
-    with atomic_path(out, suffix=".dcm") as tmp:
-        seg.save_as(tmp)
+    try:
+        with atomic_path(out, suffix=".dcm") as tmp:
+            seg.save_as(tmp)
+    except OSError as exc:  # disk full / I/O error while writing: the temporary file is already removed
+        if isinstance(exc, OncoSegError):
+            raise
+        raise output_write_error(out, exc) from None
     log.info("wrote SEG with %d segment(s)", len(specs))
     return out
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from OncoSegLib.errors import InputError
+from OncoSegLib.errors import InputError, OncoSegError, output_write_error
 from OncoSegLib.io.atomic import atomic_path
 from OncoSegLib.io.volume import LPS_TO_RAS, Volume
 
@@ -164,8 +164,13 @@ def write_nifti(volume: Volume, path: str | os.PathLike) -> Path:
     img.header["descrip"] = descrip[:79].encode("ascii", "ignore")
     if p.is_dir():
         raise InputError(f"output {p} is a folder", "pass a file name ending in .nii.gz")
-    with atomic_path(p) as tmp:
-        nib.save(img, str(tmp))
+    try:
+        with atomic_path(p) as tmp:
+            nib.save(img, str(tmp))
+    except OSError as exc:  # disk full / I/O error while writing: the temporary file is already removed
+        if isinstance(exc, OncoSegError):
+            raise
+        raise output_write_error(p, exc) from None
     return p
 
 
