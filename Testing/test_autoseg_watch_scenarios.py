@@ -291,6 +291,29 @@ def test_a_job_is_redone_when_its_files_change_and_never_when_unchanged(tmp_path
     assert _hidden_temp(outbox) == [] and _visible(outbox) == ["job"]
 
 
+def test_a_done_job_is_checked_cheaply_and_an_in_place_rewrite_is_seen_within_recheck(tmp_path, ct_master, started,
+                                                                                     monkeypatch):
+    """Inputs stay in the inbox for good: a done job costs a folder-mtime check per poll, a full compare per
+    recheck_s (a file rewritten in place, same name and size, changes no folder mtime)."""
+    inbox = _inbox_with(tmp_path, ct_master, ["job"])
+    victim = sorted((inbox / "job").iterdir())[3]
+
+    def rewrite_in_place():
+        st = victim.stat()
+        os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+    sim = SimClock({20.0: rewrite_in_place})
+    full_checks: list[float] = []
+    real = watch.fingerprint
+    monkeypatch.setattr(watch, "fingerprint", lambda folder: (full_checks.append(sim.t), real(folder))[1])
+    starts: list[float] = []
+    watch_inbox(WatchConfig(inbox=inbox, outbox=tmp_path / "outbox", protocol=LIVER, settle_s=0, poll_s=1,
+                            recheck_s=50, timeout_s=80), bundle=TextBandPredictor(), sleep=sim.sleep,
+                clock=sim.clock, on_event=lambda m: starts.append(sim.t) if "started" in m else None)
+    assert started == ["job", "job"] and starts == [0.0, 51.0]  # last full check at t = 1, the next at 51
+    assert [t for t in full_checks if 2.0 <= t < 51.0] == []  # 49 polls without a per-file stat
+
+
 # ------------------------------------------------------------------------------------------------ processes
 def _driver(inbox: Path, outbox: Path, markers: Path, mode: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")

@@ -14,7 +14,8 @@ Guarantees (each one tested in ``Testing/test_autoseg_watch_*.py``):
   changed for ``settle_s`` seconds AND every DICOM file in it is whole (parses; all Pixel Data bytes present, see
   :mod:`.readiness`). If its files change while it is processed, the results are discarded and it waits again.
 - A job whose files change after it was processed (a copy that paused longer than ``settle_s``, then went on) is
-  detected from the input digest and processed again; its results are replaced as a whole. Never two jobs from one
+  detected from the input digest and processed again; its results are replaced as a whole. A done job costs one
+  folder-mtime check per poll (files added/removed/renamed) and a full compare every ``recheck_s`` seconds. Never two jobs from one
   folder; never a half RTSTRUCT marked done (the manifest's digest would no longer match).
 - Results appear at once and complete: ``run_autoseg`` writes into a hidden ``OUTBOX/.<job>.<random>.partial``
   folder, which is renamed to ``OUTBOX/<job>`` (a previous result is first moved aside, then deleted); the manifest
@@ -58,7 +59,8 @@ from OncoSegLib import __version__
 from OncoSegLib.autoseg import pipeline as _pipeline
 from OncoSegLib.autoseg.pipeline import REPORT_NAME, run_autoseg
 from OncoSegLib.autoseg.protocol import Protocol, load_protocol
-from OncoSegLib.autoseg.readiness import Fingerprint, fingerprint, fingerprint_digest, incomplete_reason
+from OncoSegLib.autoseg.readiness import (Fingerprint, fingerprint, fingerprint_digest, incomplete_reason,
+                                          tree_signature)
 from OncoSegLib.autoseg.watch_lock import WatchLock
 from OncoSegLib.cancel import CancelToken
 from OncoSegLib.errors import Cancelled, InputError, ModelError, OncoSegError
@@ -93,6 +95,8 @@ class WatchConfig:
         poll_s: seconds between scans of the inbox.
         error_hold_s: seconds a failed (or never whole) job must stay unchanged in the inbox before it is moved to
             the error folder; 0 = at once.
+        recheck_s: a job already done is looked at cheaply at each poll (its folders' mtimes: files added, removed,
+            renamed); every ``recheck_s`` seconds all its files are compared (a file rewritten in place).
         max_jobs: stop after this many jobs (done + failed); None = no limit.
         timeout_s: stop after this many seconds; None = no limit.
     """
@@ -111,6 +115,7 @@ class WatchConfig:
     timeout_s: float | None = None
     error_dir: Path | None = None
     error_hold_s: float = 60.0
+    recheck_s: float = 300.0
 
 
 @dataclass
@@ -274,6 +279,7 @@ class _Watcher:
         self.held: dict[str, float] = {}  # failed job still in the inbox -> clock time its hold started
         self.told: dict[str, str] = {}  # job -> last "waiting"/"changed" message (said once)
         self.whole: dict[tuple[str, str, int, int], str | None] = {}  # (job, file, size, mtime) -> incomplete reason
+        self.settled: dict[str, tuple[Any, float]] = {}  # job done, unchanged -> (tree signature, last full check)
         self.outcomes: list[JobOutcome] = []
         self.start = clock()
 
@@ -341,6 +347,11 @@ class _Watcher:
     def visit(self, entry: Path) -> bool:
         """Look at one job folder; True when a job was processed (an outcome was added)."""
         job = entry.name
+        sig = tree_signature(entry)
+        known = self.settled.get(job)
+        if known is not None and known[0] == sig and self.clock() - known[1] < self.config.recheck_s:
+            return False  # done and nothing added, removed or renamed since the last full check
+        self.settled.pop(job, None)
         fp = fingerprint(entry)
         if not fp:
             return False
@@ -349,6 +360,8 @@ class _Watcher:
         if rec is not None and rec.get("inputs", digest) == digest:  # older entries have no digest: never redone
             if rec.get("status") == "failed" and rec.get("in_inbox"):
                 self.hold(entry, rec)
+            elif rec.get("status") == "done":
+                self.settled[job] = (sig, self.clock())
             return False
         redo = False
         if (self.outbox / job / REPORT_NAME).exists():
