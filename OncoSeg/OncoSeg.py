@@ -5,7 +5,6 @@ reads nodes into numpy, hands work to the single model worker thread, and writes
 main thread.
 """
 
-import importlib.metadata
 import logging
 import os
 import shutil
@@ -373,8 +372,8 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ----- dependencies -----
     def updateDependencyStatus(self) -> None:
         plan = self.logic.dependencyPlan()
-        self.ui.dependencyLabel.text = (plan.blocked or _("All dependencies installed") if plan.nothing_to_do
-                                        or plan.blocked else _("Dependencies missing: press Install"))
+        self.ui.dependencyLabel.text = plan.blocked or (_("All dependencies installed") if plan.nothing_to_do
+                                                        else _("Dependencies missing: press Install"))
         self.ui.dependencyLabel.toolTip = plan.summary()
 
     def ensureDependencies(self) -> bool:
@@ -533,56 +532,21 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
 
     def modelAdvice(self, model, device="auto"):
         """CPU-mode / missing-weights message and the CPU model to offer (oncoParams.model_advice)."""
-        import torch
-
-        from OncoSegLib.models import registry
-
-        try:
-            manifest = registry.load_manifest()
-            entry = manifest.models.get(model)
-            local = None if entry is None else registry.is_available_locally(entry) and (
-                not entry.base or entry.base not in manifest.models
-                or registry.is_available_locally(manifest.models[entry.base]))
-        except OncoSegError:
-            local = None
-        mps = getattr(torch.backends, "mps", None)
-        return oncoParams.model_advice(model, device, torch.cuda.is_available(), bool(mps and mps.is_available()), local)
+        return oncoParams.advise(model, device)
 
     def dependencyPlan(self):
         constraints = os.path.join(slicer.app.temporaryPath, "OncoSeg-constraints.txt")
-        versions = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
-        return oncoDeps.plan_install(versions, constraints)
+        return oncoDeps.plan_install(oncoDeps.installed_versions(), constraints)
 
     def installTorch(self, plan):
-        """torch through the PyTorch extension (it picks the CUDA/CPU build; main thread); returns the new plan."""
-        # an already imported torch stays loaded in this process: an update only takes effect after a restart
-        self.restartRequired = self.restartRequired or (plan.torch_action == "upgrade" and "torch" in sys.modules)
-        if plan.torch_action == "ok":
-            return plan
-        try:
-            import PyTorchUtils
-        except ImportError as e:
-            raise OncoSegError(_("The PyTorch extension is missing"),
-                               hint=_("install 'PyTorch' from the Extensions Manager and restart")) from e
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                         torchVersionRequirement=plan.torch_requirement) is None:
-            raise OncoSegError(_("PyTorch was not installed"))
-        return self.dependencyPlan()  # torch now pinned in the constraints
+        """torch through the PyTorch extension (main thread); returns the new plan (torch now pinned in it)."""
+        self.restartRequired = oncoDeps.install_torch(plan) or self.restartRequired
+        return self.dependencyPlan() if plan.torch_action != "ok" else plan
 
     def submitInstall(self, plan, onDone=None, onError=None, onProgress=None):
         """pip in a child process of Slicer's Python, on the worker thread: progress per package, Cancel kills pip.
         Slicer's own packages are pinned by the plan's constraints file, never upgraded."""
-        if plan.pip_args:
-            with open(plan.pip_args[-1], "w", encoding="utf-8") as f:
-                f.write(plan.constraints_text)
-        command = oncoDeps.pip_command(shutil.which("PythonSlicer") or sys.executable, plan)
-
-        def job(cancel, progress):
-            if command:
-                oncoDeps.run_pip(command, progress, cancel)
-            importlib.invalidate_caches()
-            return plan
-
+        job = oncoDeps.install_job(plan, shutil.which("PythonSlicer") or sys.executable)
         return self.worker.submit(job, kind="install", on_done=onDone, on_error=onError, on_progress=onProgress)
 
     def submitLoadModel(self, model, device="auto", onDone=None, onError=None, onProgress=None):

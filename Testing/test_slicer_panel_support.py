@@ -9,7 +9,7 @@ import time
 import pytest
 
 from OncoSegLib.cancel import CancelToken
-from OncoSegLib.errors import Cancelled, InputError
+from OncoSegLib.errors import Cancelled, InputError, OncoSegError
 from OncoSegLib.slicer_support import dependencies as dep
 from OncoSegLib.slicer_support import dicom_tags, params
 
@@ -123,3 +123,27 @@ def test_run_pip_really_runs_pip():
     """pip itself (not a stand-in) through run_pip: ``pip --version`` output comes back."""
     lines = dep.run_pip([sys.executable, "-m", "pip", "--version"])
     assert lines and lines[0].startswith("pip ")
+
+
+def test_install_torch_through_the_pytorch_extension(monkeypatch):
+    import types
+
+    calls = []
+
+    class Logic:
+        def installTorch(self, askConfirmation=True, torchVersionRequirement=None):
+            calls.append((askConfirmation, torchVersionRequirement))
+            return object()
+
+    plan = dep.plan_install({"torch": "2.1.0"}, "/tmp/c.txt")
+    assert plan.torch_action == "upgrade"
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=Logic))
+    assert dep.install_torch(plan) is True  # torch is imported in this process: a restart is needed
+    assert calls == [(False, dep.TORCH_REQUIREMENT)]
+    Logic.installTorch = lambda self, **kw: None
+    with pytest.raises(OncoSegError, match="PyTorch was not installed"):
+        dep.install_torch(plan)
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # extension not installed
+    with pytest.raises(OncoSegError, match="PyTorch extension is missing"):
+        dep.install_torch(plan)
+    assert dep.install_torch(dep.plan_install({"torch": "2.13.0"}, "/tmp/c.txt")) is False  # nothing to do

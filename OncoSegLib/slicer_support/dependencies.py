@@ -231,3 +231,48 @@ def run_pip(command: Sequence[str], progress: Callable[[int, int, str], None] | 
         raise InputError(f"pip failed (exit {rc}): {errors[-1][:200]}",
                          hint="see the Python console for pip's full output; check the network or proxy")
     return lines
+
+
+def installed_versions() -> dict[str, str]:
+    """Distribution name -> version of everything installed in this Python (``importlib.metadata``)."""
+    import importlib.metadata
+
+    return {d.metadata["Name"]: d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
+
+
+def install_torch(plan: InstallPlan) -> bool:
+    """Install or update torch through Slicer's PyTorch extension (``PyTorchUtils``, which picks the CUDA/CPU build);
+    main thread only. Returns True when torch was already imported here (the new one needs a restart)."""
+    from OncoSegLib.errors import OncoSegError
+
+    if plan.torch_action == "ok":
+        return False
+    was_imported = "torch" in sys.modules  # an imported torch stays loaded in this process until a restart
+    try:
+        import PyTorchUtils
+    except ImportError as e:
+        raise OncoSegError("The PyTorch extension is missing",
+                           hint="install 'PyTorch' from the Extensions Manager and restart") from e
+    if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                     torchVersionRequirement=plan.torch_requirement) is None:
+        raise OncoSegError("PyTorch was not installed")
+    return plan.torch_action == "upgrade" and was_imported
+
+
+def install_job(plan: InstallPlan, python: str) -> Callable[[Any, Any], InstallPlan]:
+    """The worker-thread job installing ``plan``'s pip packages with ``python`` (``PythonSlicer``): writes the
+    constraints file first, then :func:`run_pip` (progress per package, Cancel kills pip)."""
+    import importlib
+
+    if plan.pip_args:
+        with open(plan.pip_args[-1], "w", encoding="utf-8") as f:
+            f.write(plan.constraints_text)
+    command = pip_command(python, plan)
+
+    def job(cancel: Any, progress: Any) -> InstallPlan:
+        if command:
+            run_pip(command, progress, cancel)
+        importlib.invalidate_caches()
+        return plan
+
+    return job

@@ -174,3 +174,23 @@ def model_advice(model: str, device: str, cuda: bool, mps: bool, weights_local: 
         return ModelAdvice(f"CPU mode: no GPU is usable{' (device set to CPU)' if device == 'cpu' else ''}. SAM3 models "
                            f"take several seconds per slice on a CPU; '{CPU_MODEL}' is made for CPUs.", CPU_MODEL)
     return ModelAdvice()
+
+
+def advise(model: str, device: str = "auto") -> ModelAdvice:
+    """:func:`model_advice` for this computer: GPUs from this Python's torch, weights from the model registry."""
+    import torch
+
+    from OncoSegLib.errors import OncoSegError
+    from OncoSegLib.models import registry
+
+    local = None
+    try:
+        manifest = registry.load_manifest()
+        entry = manifest.models.get(model)
+        if entry is not None:
+            base = manifest.models.get(entry.base) if entry.base else None
+            local = registry.is_available_locally(entry) and (base is None or registry.is_available_locally(base))
+    except OncoSegError:  # unreadable registry: say nothing about weights
+        local = None
+    mps = getattr(torch.backends, "mps", None)
+    return model_advice(model, device, torch.cuda.is_available(), bool(mps and mps.is_available()), local)
