@@ -82,10 +82,6 @@ def _hidden_temp(folder: Path) -> list[str]:
                   or ".part" in p.name)
 
 
-class Counting(TextBandPredictor):
-    """TextBandPredictor that counts the jobs run_autoseg starts (through the watcher's run_autoseg seam)."""
-
-
 @pytest.fixture()
 def started(monkeypatch) -> list[str]:
     names: list[str] = []

@@ -14,9 +14,9 @@ Guarantees (each one tested in ``Testing/test_autoseg_watch_*.py``):
   changed for ``settle_s`` seconds AND every DICOM file in it is whole (parses; all Pixel Data bytes present, see
   :mod:`.readiness`). If its files change while it is processed, the results are discarded and it waits again.
 - A job whose files change after it was processed (a copy that paused longer than ``settle_s``, then went on) is
-  detected from the input digest and processed again; its results are replaced as a whole. A done job costs one
-  folder-mtime check per poll (files added/removed/renamed) and a full compare every ``recheck_s`` seconds. Never two jobs from one
-  folder; never a half RTSTRUCT marked done (the manifest's digest would no longer match).
+  detected from the input digest and processed again; its results are replaced as a whole. Never two jobs from one
+  folder; never a half RTSTRUCT marked done (the manifest's digest would no longer match). A done job costs one
+  folder-mtime check per poll (files added/removed/renamed) and a full compare every ``recheck_s`` seconds.
 - Results appear at once and complete: ``run_autoseg`` writes into a hidden ``OUTBOX/.<job>.<random>.partial``
   folder, which is renamed to ``OUTBOX/<job>`` (a previous result is first moved aside, then deleted); the manifest
   is written atomically after the rename. Folders are created with the umask's mode (``0o777 & ~umask``).
@@ -278,7 +278,7 @@ class _Watcher:
         self.seen: dict[str, tuple[Fingerprint, float]] = {}  # job -> (file set, since when unchanged)
         self.held: dict[str, float] = {}  # failed job still in the inbox -> clock time its hold started
         self.told: dict[str, str] = {}  # job -> last "waiting"/"changed" message (said once)
-        self.whole: dict[tuple[str, str, int, int], str | None] = {}  # (job, file, size, mtime) -> incomplete reason
+        self.whole: dict[str, dict[tuple[str, int, int], str | None]] = {}  # job -> (file, size, mtime) -> reason
         self.settled: dict[str, tuple[Any, float]] = {}  # job done, unchanged -> (tree signature, last full check)
         self.outcomes: list[JobOutcome] = []
         self.start = clock()
@@ -395,16 +395,19 @@ class _Watcher:
             return False
         self.outcomes.append(outcome)
         self.seen.pop(job, None)
+        self.whole.pop(job, None)  # a long-running node must not keep one entry per file ever seen
+        self.told.pop(job, None)
         return True
 
     def incomplete(self, entry: Path, fp: Fingerprint) -> str | None:
         """The first file of the job that is not a whole DICOM file (cached by name, size and mtime), or None."""
+        known = self.whole.setdefault(entry.name, {})
         for rel, size, mtime in fp:
-            key = (entry.name, rel, size, mtime)
-            if key not in self.whole:
-                self.whole[key] = incomplete_reason(entry / rel)
-            if self.whole[key] is not None:
-                return f"file '{rel}' {self.whole[key]}"
+            key = (rel, size, mtime)
+            if key not in known:
+                known[key] = incomplete_reason(entry / rel)
+            if known[key] is not None:
+                return f"file '{rel}' {known[key]}"
         return None
 
     def record(self, job: str, entry: dict[str, Any]) -> None:
