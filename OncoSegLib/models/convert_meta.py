@@ -562,22 +562,6 @@ def merge_deltas(weights: dict[str, torch.Tensor], deltas: list[LoraDelta]) -> N
         weights[key] = (w.float() + delta).to(w.dtype)
 
 
-def merge_lora_pairs(sd: dict[str, torch.Tensor], scale: float) -> tuple[dict[str, torch.Tensor], int]:
-    """Fold ``<layer>.lora_A/B`` pairs into ``<layer>.weight`` of the SAME naming (``W += scale * B @ A``); peft's
-    ``<layer>.base_layer.weight`` is accepted. Returns the new dict and the number of pairs merged."""
-    out = {k.replace(".base_layer.", "."): v for k, v in sd.items() if not _LORA.match(k)}
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for k, v in sd.items():
-        m = _LORA.match(k)
-        if m:
-            pairs.setdefault(m["layer"], {})[m["ab"]] = v
-    for layer, ab in pairs.items():
-        if set(ab) != {"A", "B"}:
-            raise ModelError(f"LoRA pair for '{layer}' is incomplete", "the checkpoint is truncated or corrupt")
-        merge_deltas(out, [LoraDelta(layer, ab["A"], ab["B"], scale)])
-    return out, len(pairs)
-
-
 # ---------------------------------------------------------------------------------------------------- adapters
 # facebook/sam3 key prefix -> (component, prefix inside that component's transformers model)
 _COMPONENT_OF: list[tuple[str, str | None, str]] = [

@@ -361,22 +361,3 @@ def load_detector_heads(detector: nn.Module, path: str | os.PathLike) -> int:
         for k, v in state.items():
             params[k].copy_(v.to(params[k].device, params[k].dtype))
     return len(state)
-
-
-def merge(peft_model: Any) -> nn.Module:
-    """Fold LoRA into the base weights and return the plain model (same speed as unmerged on CPU, measured)."""
-    return peft_model.merge_and_unload()
-
-
-def trainable_parameter_count(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts, shared tensors counted once."""
-    seen: set[int] = set()
-    trainable = total = 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        if p.requires_grad:
-            trainable += p.numel()
-    return trainable, total

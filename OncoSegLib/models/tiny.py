@@ -14,7 +14,6 @@ hand to 4x, 2x, 1x the patch grid; ``image_size`` passed at the top level of the
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -229,9 +228,3 @@ def make_test_hf_cache(cache_dir: str | os.PathLike, repo_id: str = "facebook/sa
             shutil.copyfile(blob, link)
     (repo_folder / "refs" / revision).write_text(commit)
     return snap
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Small helper: write JSON atomically (UTF-8, indented)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
