@@ -82,8 +82,12 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, opt) is not None:
             raise InputError(f"--{opt.replace('_', '-')} applies to --watch mode only")
 
-    from OncoSegLib.autoseg.pipeline import run_autoseg
+    from OncoSegLib.autoseg.pipeline import OUTPUT_NAMES, run_autoseg
     from OncoSegLib.autoseg.protocol import load_protocol
+    from OncoSegLib.io.outputs import refuse_input_overwrite
+
+    refuse_input_overwrite([("--out", Path(args.out) / name) for name in OUTPUT_NAMES],
+                           [("SERIES_DIR", args.series_dir), ("--protocol", args.protocol), ("--model", args.model)])
 
     protocol = load_protocol(args.protocol)  # validated before the series is read or a model loaded
     last = [""]

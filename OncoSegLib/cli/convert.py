@@ -45,6 +45,7 @@ def _check_output(path: Path, overwrite: bool, what: str = "OUTPUT") -> None:
 def run(args: argparse.Namespace) -> int:
     from OncoSegLib.io.loader import load_volume
     from OncoSegLib.io.nifti import write_nifti
+    from OncoSegLib.io.outputs import refuse_input_overwrite, same_path
 
     src = Path(args.input)
     if args.list_series:
@@ -61,14 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if args.output is None:
         raise InputError("missing OUTPUT", "usage: oncoseg convert INPUT OUTPUT.nii.gz [--series UID]")
     out = Path(args.output)
-    _check_output(out, args.overwrite)
-    if src.exists() and out.exists() and src.resolve() == out.resolve():
-        raise InputError("INPUT and OUTPUT are the same file", "choose another OUTPUT")
     labels_out = Path(args.labels_out) if args.labels_out else None
+    refuse_input_overwrite([("OUTPUT", out), ("--labels-out", labels_out)], [("INPUT", src)])
+    _check_output(out, args.overwrite)
     if labels_out is not None:
         _check_output(labels_out, args.overwrite, "--labels-out")
-        if labels_out.resolve() == out.resolve() or (src.exists() and labels_out.resolve() == src.resolve()):
-            raise InputError("--labels-out must differ from INPUT and OUTPUT", "choose another file name")
+        if same_path(labels_out, out):
+            raise InputError("--labels-out must differ from OUTPUT", "choose another file name")
 
     volume = load_volume(src, series_uid=args.series)
     gts = volume.metadata.get("gts")

@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         args._parser.print_help()
         return 2
     out = Path(args.out)
+    from OncoSegLib.io.outputs import refuse_input_overwrite
+
+    refuse_input_overwrite([("--out", out)], [("--mask", args.mask), ("--dicom", args.dicom)])
     if out.exists() and out.is_dir():
         raise InputError(f"--out {out} is a folder", "pass a file name such as RT.dcm")
     if out.exists() and not args.overwrite:

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         args._parser.print_help()
         return 2
     out = Path(args.out)
+    from OncoSegLib.io.outputs import refuse_input_overwrite
+
+    refuse_input_overwrite([("--out", out)], [("FILE", args.input), ("--dicom", args.dicom)])
     if not is_nifti_path(out):
         raise InputError(f"--out {out} must end in .nii or .nii.gz")
     if out.exists() and not args.overwrite:

@@ -77,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--score-threshold must be between 0 and 1, got {args.score_threshold:g}",
                          "instance scores are sigmoid(logit) x sigmoid(presence), e.g. 0.5")
     side = sidecar_path(out)
+    from OncoSegLib.io.outputs import refuse_input_overwrite
+
+    refuse_input_overwrite([("--out", out), ("the --out sidecar", side)],
+                           [("IMAGE", args.image), ("--prompts", args.prompts), ("--model", args.model),
+                            ("--adapter", args.adapter)])
     if not args.overwrite:
         for f in (out, side):
             if f.exists():
