@@ -145,12 +145,6 @@ class Sam3Bundle:
             return sum(p.numel() for p in self.unique_parameters())
         return sum(p.numel() for m in self.components().values() for p in m.parameters())
 
-    def parameter_bytes(self, unique: bool = True) -> int:
-        """Bytes held by parameters (see :meth:`parameter_count`)."""
-        if unique:
-            return sum(p.numel() * p.element_size() for p in self.unique_parameters())
-        return sum(p.numel() * p.element_size() for m in self.components().values() for p in m.parameters())
-
     def tokenize(self, texts: str | Sequence[str], max_length: int = TEXT_MAX_LENGTH) -> dict[str, torch.Tensor]:
         """Token ids for the detector: ``{"input_ids": (N, L) long, "attention_mask": (N, L) long}`` on the device.
 
@@ -166,14 +160,6 @@ class Sam3Bundle:
                              return_tensors="pt")
         return {"input_ids": enc["input_ids"].to(self.device),
                 "attention_mask": enc["attention_mask"].to(self.device)}
-
-    def memory_report(self) -> dict[str, int]:
-        """Parameter counts: per backend, total counted per backend, and unique (what memory actually holds)."""
-        rep = {f"{k}_params": sum(p.numel() for p in m.parameters()) for k, m in self.components().items()}
-        rep["total_params_unshared"] = self.parameter_count(unique=False)
-        rep["unique_params"] = self.parameter_count(unique=True)
-        rep["unique_bytes"] = self.parameter_bytes(unique=True)
-        return rep
 
 
 # ---------------------------------------------------------------------- weight sharing
