@@ -320,7 +320,7 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 caller.SetNthControlPointDescription(n, axis)
         isPoint = caller in (self._parameterNode.positivePoints, self._parameterNode.negativePoints)
         if isPoint and self._parameterNode.autoRun:
-            self.runPrompts(interactive=True)
+            self.runJob("prompt", interactive=True)
 
     def onNextSegment(self) -> None:
         """Shift+N: start the next segment (Segment_1 -> Segment_2); the prompts of the finished one are cleared."""
@@ -405,38 +405,32 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.restart()
 
     # ----- prompts -----
-    def runPrompts(self, interactive=False) -> None:
+    def runJob(self, kind, interactive=False) -> None:
+        """Start a panel action on the worker: "prompt" (clicks made while a job runs are dropped), "text" or
+        "propagate" (progress bar, Cancel keeps the slices done)."""
         if not self.ensureDependencies():
             return
+        p = self._parameterNode
         try:
-            request = self.logic.promptRequest(self._parameterNode)
+            request = self.logic.parameterRequest(p, kind)
         except OncoSegError as e:
             self.showError(e)
             return
-        job = self.logic.submit(request, dropIfBusy=interactive, onDone=self.onResult, onError=self.showError)
+        job = self.logic.submit(request, dropIfBusy=interactive, onError=self.showError, onProgress=self.onProgress,
+                                onDone=self.onTextResults if kind == "text" else self.onResult)
         if job is not None:
-            self.setBusy(True, _("Segmenting {name}...").format(name=request.prompts.name))
+            self.setBusy(True, {"text": _("Finding '{text}'...").format(text=p.textPrompt),
+                                "propagate": _("Propagating {name}...").format(name=p.segmentName)}.get(
+                kind, _("Segmenting {name}...").format(name=p.segmentName)))
 
     def onSegment(self) -> None:
-        self.runPrompts(interactive=False)
+        self.runJob("prompt")
 
     def onSegmentText(self) -> None:
-        if not self.ensureDependencies():
-            return
-        p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Text prompt failed."), waitCursor=False):
-            self.logic.submit(self.logic.textRequest(p, p.textPrompt), onDone=self.onTextResults,
-                              onError=self.showError)
-            self.setBusy(True, _("Finding '{text}'...").format(text=p.textPrompt))
+        self.runJob("text")
 
     def onPropagate(self) -> None:
-        if not self.ensureDependencies():
-            return
-        p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Propagation failed."), waitCursor=False):
-            self.logic.submit(self.logic.propagateRequest(p), onDone=self.onResult, onError=self.showError,
-                              onProgress=self.onProgress)
-            self.setBusy(True, _("Propagating {name}...").format(name=p.segmentName))
+        self.runJob("propagate")
 
     def onCancel(self) -> None:
         self.logic.cancel()
@@ -628,11 +622,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
 
     def ensurePromptNodes(self, parameterNode):
         """Create the markups nodes prompts are placed into (kept in the scene, so saved with it)."""
-        specs = (("positivePoints", "vtkMRMLMarkupsFiducialNode", "OncoSeg +", (0.1, 0.8, 0.1)),
-                 ("negativePoints", "vtkMRMLMarkupsFiducialNode", "OncoSeg -", (0.9, 0.1, 0.1)),
-                 ("boxROI", "vtkMRMLMarkupsROINode", "OncoSeg box", (0.9, 0.8, 0.1)),
-                 ("scribble", "vtkMRMLMarkupsCurveNode", "OncoSeg scribble", (0.1, 0.6, 0.9)))
-        for attr, className, name, color in specs:
+        for attr, className, name, color in oncoParams.PROMPT_NODES:
             if getattr(parameterNode, attr) is None:
                 node = slicer.mrmlScene.AddNewNodeByClass(className, name)
                 node.CreateDefaultDisplayNodes()
@@ -685,23 +675,18 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         return oncoJobs.Request(kind, self.volumeFromNode(volumeNode), self.volumeKey(volumeNode), modality, model,
                                 device, lowConfidence, **what)
 
-    def promptRequest(self, parameterNode):
+    def parameterRequest(self, parameterNode, kind):
+        """The Request of a panel action ("prompt", "text", "propagate") from the parameter node's settings."""
         p = parameterNode
-        prompts = self.promptsFromNodes(p)
-        if prompts.is_empty():
-            raise OncoSegError(_("No prompts placed"), hint=_("place a point, a box or a scribble first"))
-        p.promptsJson = prompts.to_json()
-        return self._request("prompt", p.inputVolume, p.modality, p.model, p.device, p.lowConfidence, prompts=prompts)
-
-    def textRequest(self, parameterNode, text):
-        p = parameterNode
-        return self._request("text", p.inputVolume, p.modality, p.model, p.device, p.lowConfidence, text=text,
-                             axis="axial" if p.promptAxis == "auto" else p.promptAxis)
-
-    def propagateRequest(self, parameterNode):
-        p = parameterNode
-        return self._request("propagate", p.inputVolume, p.modality, p.model, p.device, p.lowConfidence,
-                             name=p.segmentName, direction=p.propagateDirection, method=p.propagateMethod)
+        what = {"text": dict(text=p.textPrompt, axis="axial" if p.promptAxis == "auto" else p.promptAxis),
+                "propagate": dict(name=p.segmentName, direction=p.propagateDirection, method=p.propagateMethod),
+                }.get(kind, {})
+        if kind == "prompt":
+            what["prompts"] = self.promptsFromNodes(p)
+            if what["prompts"].is_empty():
+                raise OncoSegError(_("No prompts placed"), hint=_("place a point, a box or a scribble first"))
+            p.promptsJson = what["prompts"].to_json()
+        return self._request(kind, p.inputVolume, p.modality, p.model, p.device, p.lowConfidence, **what)
 
     def submit(self, request, dropIfBusy=False, onDone=None, onError=None, onProgress=None):
         """Queue a Request on the worker; None when ``dropIfBusy`` and a job is running (clicks are dropped)."""

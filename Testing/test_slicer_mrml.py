@@ -416,6 +416,16 @@ def test_self_test_fails_without_torch_and_on_an_empty_mask(M, monkeypatch):
     assert len(result.failures) == 1 and "empty mask" in result.failures[0][1]
 
 
+def test_job_request_holds_a_copy_of_the_voxels(M):
+    """The worker reads the request's voxels while the user may edit the volume: they must be a copy."""
+    volume = add_volume(GEOMETRIES["anisotropic"], values=np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE))
+    request = M.OncoSegLogic()._request("prompt", volume, "ct", "x", "cpu")
+    slicer.util.arrayFromVolume(volume)[:] = 0
+    slicer.util.arrayFromVolumeModified(volume)
+    assert np.array_equal(request.volume.array, np.arange(np.prod(SHAPE)).reshape(SHAPE))
+    np.testing.assert_allclose(request.volume.ijk_to_lps, LPS @ GEOMETRIES["anisotropic"], atol=1e-9)
+
+
 def test_parameter_node_round_trip_and_bad_values(M):
     logic = M.OncoSegLogic()
     p = logic.getParameterNode()

@@ -194,3 +194,12 @@ def advise(model: str, device: str = "auto") -> ModelAdvice:
         local = None
     mps = getattr(torch.backends, "mps", None)
     return model_advice(model, device, torch.cuda.is_available(), bool(mps and mps.is_available()), local)
+
+
+#: the markups nodes prompts are placed into: parameter-node field, node class, name, colour (RGB 0-1)
+PROMPT_NODES: tuple[tuple[str, str, str, tuple[float, float, float]], ...] = (
+    ("positivePoints", "vtkMRMLMarkupsFiducialNode", "OncoSeg +", (0.1, 0.8, 0.1)),
+    ("negativePoints", "vtkMRMLMarkupsFiducialNode", "OncoSeg -", (0.9, 0.1, 0.1)),
+    ("boxROI", "vtkMRMLMarkupsROINode", "OncoSeg box", (0.9, 0.8, 0.1)),
+    ("scribble", "vtkMRMLMarkupsCurveNode", "OncoSeg scribble", (0.1, 0.6, 0.9)),
+)
