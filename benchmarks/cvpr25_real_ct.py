@@ -1,14 +1,15 @@
 """CVPR 2025 interactive protocol on the shipped real CT (TotalSegmentator example), as challenge-format npz cases.
 
-    python3 benchmarks/cvpr25_real_ct.py --out /tmp/cvpr25_real_ct [--model litemedsam] [--device cpu]
+    python3 benchmarks/cvpr25_real_ct.py --out /tmp/cvpr25_real_ct [--model litemedsam] [--device cpu] [--jobs 2]
 
 1. Writes one challenge npz per structure (``CT_<name>.npz``: ``imgs`` (z, y, x) int16 HU, ``gts`` uint8 with the
    structure as label 1, ``spacing`` (x, y, z) mm as SimpleITK gives it, ``boxes`` = one dict per class by
    ``get_boxes.py``'s rule without its random 0-5 px enlargement) and one multi-class case ``CT_all.npz`` (labels
    1..n in the order of :data:`STRUCTURES`), from ``OncoSegLib/data/real_ct/example_ct_sm.nii.gz`` +
    ``example_seg.nii.gz`` (array axes = the NIfTI's voxel axes, k axial).
-2. Runs ``oncoseg evaluate interactive`` on them (official spacing; the CT is 3 mm isotropic so ``--physical-spacing``
-   gives the same numbers) and prints a markdown table: DSC_AUC, NSD_AUC, DSC_Final, NSD_Final and time per case.
+2. Runs ``oncoseg evaluate interactive`` on each case (one CLI process per case, ``--jobs`` side by side; official
+   spacing - the CT is 3 mm isotropic, so ``--physical-spacing`` gives the same numbers) and prints a markdown table:
+   DSC_AUC, NSD_AUC, DSC_Final, NSD_Final, the model's time per case (the protocol's) and the process CPU time.
 """
 
 from __future__ import annotations
@@ -55,33 +56,57 @@ def write_cases(out: Path) -> list[Path]:
     return paths
 
 
+def run_case_cli(npz: Path, out: Path, model: str, device: str, extra: list[str]) -> tuple[list[str], float, float]:
+    """One ``oncoseg evaluate interactive`` call on one case; returns (command, wall s, CPU s of the child)."""
+    import resource
+
+    cmd = [sys.executable, "-m", "OncoSegLib", "evaluate", "interactive", "--data", str(npz), "--model", model,
+           "--device", device, "--modality", "ct", "--out", str(out), "--quiet", *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return cmd, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", default="litemedsam")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=1, help="cases run side by side (one CLI process each)")
+    ap.add_argument("--cases", nargs="*", default=None, help="structure names (default: all, then 'all')")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `oncoseg evaluate` options")
     args = ap.parse_args(argv)
+    from concurrent.futures import ThreadPoolExecutor
+
     out = Path(args.out)
-    write_cases(out / "npz")
-    cmd = [sys.executable, "-m", "OncoSegLib", "evaluate", "interactive", "--data", str(out / "npz"), "--model",
-           args.model, "--device", args.device, "--modality", "ct", "--out", str(out / "eval"), "--quiet",
-           *args.extra]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    with open(out / "eval" / "interactive_metrics.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    print(f"command: {' '.join(cmd[1:])}   (wall {wall:.0f} s, including model load)")
-    print("| case | classes | DSC_AUC | NSD_AUC | DSC_Final | NSD_Final | DSC per step (box, 1-5) | time/case s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    paths = write_cases(out / "npz")
+    if args.cases:
+        paths = [p for p in paths if p.stem[3:] in args.cases]
+
+    def one(npz: Path) -> tuple[str, list[str], float, float]:
+        cmd, wall, cpu = run_case_cli(npz, out / "eval" / npz.stem, args.model, args.device, args.extra)
+        print(f"done {npz.stem}: wall {wall:.0f} s, CPU {cpu:.0f} s", file=sys.stderr, flush=True)
+        return npz.stem, cmd, wall, cpu
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        done = list(pool.map(one, paths))
+    print(f"command per case: {' '.join(done[0][1][1:])}")
+    print("| case | classes | DSC_AUC | NSD_AUC | DSC_Final | NSD_Final | DSC per step (box, clicks 1-5) | "
+          "model time/case s | process CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for stem, _cmd, _wall, cpu in done:
+        with open(out / "eval" / stem / "interactive_metrics.csv", newline="") as fh:
+            r = list(csv.DictReader(fh))[0]
         steps = ", ".join(f"{float(r[f'DSC_{i}']):.3f}" for i in range(1, 7))
         print(f"| {r['CaseName']} | {r['num_class']} | {float(r['DSC_AUC']):.4f} | {float(r['NSD_AUC']):.4f} | "
               f"{float(r['DSC_Final']):.4f} | {float(r['NSD_Final']):.4f} | {steps} | "
-              f"{float(r['TotalRunningTime']):.1f} |")
-    summary = json.loads((out / "eval" / "interactive_summary.json").read_text())["summary"]
-    print(json.dumps({k: summary[k] for k in ("n_cases", "n_not_counted", "n_failed_steps")}))
+              f"{float(r['TotalRunningTime']):.1f} | {cpu:.0f} |")
+        summary = json.loads((out / "eval" / stem / "interactive_summary.json").read_text())["summary"]
+        if summary["n_failed_steps"] or summary["n_not_counted"]:
+            print(f"  {stem}: failed steps {summary['n_failed_steps']}, not counted {summary['n_not_counted']}")
     return 0
 
 
