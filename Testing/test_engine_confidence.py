@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from OncoSegLib.session import ObjectConfidence, SegmentationSession, confidence_text
 from engine_support import DiscPredictor, ct_volume, ellipsoid
@@ -130,3 +131,26 @@ def test_demo_model_card_marks_its_heads_uninformative_and_segment_writes_null(t
     assert obj["voxels"] > 0
     assert (obj["iou"], obj["presence"], obj["low_confidence"]) == (None, None, None)  # JSON null, not 0.5003
     assert "IoU n/a, presence n/a" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("heads", [["mask_decoder"], []])
+def test_a_model_exported_by_oncoseg_train_says_its_heads_are_uninformative(tmp_path, heads):
+    """The trainer supervises masks only: its export (a tiny random base; with or without a retrained mask decoder)
+    writes ``confidence_heads`` false into ``oncoseg_model.json``, so the loaded model reports n/a."""
+    from test_training_engine import small_config, write_cfg
+
+    from OncoSegLib.models.loading import load_bundle
+    from OncoSegLib.training.config import load_config
+    from OncoSegLib.training.trainer import train
+
+    data = small_config(tmp_path / "run", max_steps=1, eval_every=1)
+    data["lora"]["trainable_heads"] = heads
+    data["export"] = {"bundle_dir": str(tmp_path / "exported"), "components": ["tracker"]}
+    train(load_config(write_cfg(tmp_path / "cfg.yaml", data)))
+    card = json.loads((tmp_path / "exported" / "oncoseg_model.json").read_text())
+    assert card["confidence_heads"] == {"iou": False, "presence": False}
+    b = load_bundle(tmp_path / "exported", device="cpu")
+    assert b.confidence_heads == {"iou": False, "presence": False}
+    pred = SegmentationSession(b).predictor
+    out = pred.predict(pred.encode(torch.zeros(1, 3, b.image_size, b.image_size)), box=(5.0, 5.0, 40.0, 40.0))
+    assert out.iou is None and out.presence is None
