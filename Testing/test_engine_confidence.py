@@ -154,3 +154,28 @@ def test_a_model_exported_by_oncoseg_train_says_its_heads_are_uninformative(tmp_
     pred = SegmentationSession(b).predictor
     out = pred.predict(pred.encode(torch.zeros(1, 3, b.image_size, b.image_size)), box=(5.0, 5.0, 40.0, 40.0))
     assert out.iou is None and out.presence is None
+
+
+@pytest.mark.parametrize("flag, expect", [("auto", None), ("on", True), ("off", False)])
+def test_segment_multimask_fallback_flag_reaches_the_predictor(tmp_path, monkeypatch, flag, expect):
+    from OncoSegLib.cli import main
+    from OncoSegLib.io.nifti import write_nifti
+    from OncoSegLib.models import predictor as predictor_mod
+
+    seen = []
+    init = predictor_mod.Sam3Predictor.__init__
+
+    def spy(self, bundle, dynamic_multimask=None, cpu_bf16=False):  # noqa: ANN001
+        seen.append(dynamic_multimask)
+        init(self, bundle, dynamic_multimask=dynamic_multimask, cpu_bf16=cpu_bf16)
+
+    monkeypatch.setattr(predictor_mod.Sam3Predictor, "__init__", spy)
+    shape = (3, 40, 40)
+    write_nifti(ct_volume([ellipsoid(shape, (20, 20, 1), (8, 8, 1))], shape), tmp_path / "img.nii.gz")
+    (tmp_path / "p.json").write_text(json.dumps({"objects": [{"name": "a", "points": [[20, 20, 1]]}]}))
+    args = ["segment", str(tmp_path / "img.nii.gz"), "--prompts", str(tmp_path / "p.json"), "--model",
+            str(DEMO_MODEL_DIR), "--out", str(tmp_path / "m.nii.gz"), "--device", "cpu", "--quiet"]
+    if flag != "auto":
+        args += ["--multimask-fallback", flag]
+    assert main(args) == 0
+    assert seen == [expect]
