@@ -360,8 +360,7 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 windowTitle=_("OncoSeg model")):
             self.ui.modelComboBox.setCurrentText(advice.suggested)
         self.ui.modelStatusLabel.text = advice.message
-        self.setBusy(True, _("Loading model {model} (downloads on first use; Cancel stops after the current step)..."
-                             ).format(model=p.model))
+        self.setBusy(True, _("Loading model {model} (downloads on first use)...").format(model=p.model))
         self.logic.submitLoadModel(p.model, p.device, onDone=self.onModelLoaded, onError=self.showError,
                                    onProgress=self.onProgress)
 
@@ -545,6 +544,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
 
     def submitLoadModel(self, model, device="auto", onDone=None, onError=None, onProgress=None):
         def job(cancel, progress):
+            cancel.raise_if_cancelled()  # cancelled while queued: not loaded
             progress(0, 1, _("Loading {model}...").format(model=model))
             return self.core.load_model(model, device)
 
