@@ -2,7 +2,9 @@
 
 The kernel releases a flock when its file descriptor closes, so the lock goes away with the process however it ends
 (normal exit, exception, Ctrl+C, ``kill -9``); a stale lock file never blocks a restart. The holder writes its PID
-into the file so that a second watcher can say who holds the lock. POSIX only (Linux/macOS, where AI nodes run).
+into the file so that a second watcher can say who holds the lock. On Windows (no ``fcntl``) one byte past the PID is
+locked with ``msvcrt.locking`` instead, also released by the OS when the process ends (that branch is not tested in
+CI, which runs on Linux).
 """
 
 from __future__ import annotations
@@ -31,25 +33,23 @@ class WatchLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        import fcntl
-
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
             raise InputError(f"cannot create the watcher lock file {self.path}: {exc.strerror}",
                              "the watcher needs write access to its inbox and outbox") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd)
         except OSError as exc:
             holder = _read_holder(fd)
             os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, getattr(errno, "EDEADLOCK", -1)):
                 raise InputError(f"cannot lock {self.path}: {exc.strerror}",
                                  "put the inbox and outbox on a local filesystem that supports flock") from None
             raise InputError(f"another OncoSeg watcher ({holder}) is already {self.role} {self.path.parent}",
                              "stop it first; only one watcher may serve an inbox/outbox") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode()[:_PID_BYTES].ljust(_PID_BYTES))
         self._fd = fd
 
     def release(self) -> None:
@@ -66,9 +66,25 @@ class WatchLock:
         self.release()
 
 
+_PID_BYTES = 256  # the PID line is padded to this; Windows locks the byte after it
+
+
+def _lock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        os.lseek(fd, _PID_BYTES, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def _read_holder(fd: int) -> str:
     try:
-        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, _PID_BYTES).decode("utf-8", "replace").strip()
     except OSError:
         text = ""
     if text.startswith("pid "):
