@@ -427,7 +427,7 @@ class _Watcher:
         self.told.pop(job, None)
         t0 = time.perf_counter()
         try:
-            stage = make_temp_dir(self.outbox, prefix=f".{job}.")  # hidden, ".partial", mode 0o777 & ~umask
+            stage = make_temp_dir(self.outbox, prefix=f".{job[:64]}.")  # hidden, ".partial", mode 0o777 & ~umask
         except Exception as exc:
             if is_disk_full(exc):
                 raise _disk_full(job, self.outbox, exc) from None

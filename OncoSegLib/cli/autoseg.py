@@ -48,7 +48,8 @@ def register(subparsers: Any) -> None:
                    help="a failed job stays in the inbox until unchanged for S more seconds, then moves to the "
                         "error folder (default 60; a copy that paused is tried again, not moved)")
     w.add_argument("--settle", type=float, default=10.0, metavar="S",
-                   help="a series is complete when its files are unchanged for S seconds (default 10)")
+                   help="a series is complete when its files are unchanged for S seconds and every DICOM file "
+                        "in it is whole (default 10)")
     w.add_argument("--poll", type=float, default=5.0, metavar="S", help="seconds between inbox scans (default 5)")
     w.add_argument("--max-jobs", type=int, default=None, metavar="N", help="stop after N jobs")
     w.add_argument("--timeout", type=float, default=None, metavar="S", help="stop after S seconds")
