@@ -147,3 +147,9 @@ def test_install_torch_through_the_pytorch_extension(monkeypatch):
     with pytest.raises(OncoSegError, match="PyTorch extension is missing"):
         dep.install_torch(plan)
     assert dep.install_torch(dep.plan_install({"torch": "2.13.0"}, "/tmp/c.txt")) is False  # nothing to do
+
+
+def test_cpu_model_is_the_registrys_fallback():
+    from OncoSegLib.models import registry
+
+    assert params.CPU_MODEL == registry.FALLBACK_MODEL and params.CPU_MODEL in registry.load_manifest().models
