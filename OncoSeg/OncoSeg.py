@@ -42,6 +42,7 @@ from OncoSegLib.errors import Cancelled, OncoSegError  # noqa: E402
 from OncoSegLib.slicer_support import core as oncoCore  # noqa: E402
 from OncoSegLib.slicer_support import dependencies as oncoDeps  # noqa: E402
 from OncoSegLib.slicer_support import dicom_tags as oncoDicomTags  # noqa: E402
+from OncoSegLib.slicer_support import engine as oncoEngine  # noqa: E402
 from OncoSegLib.slicer_support import exports as oncoExports  # noqa: E402
 from OncoSegLib.slicer_support import geometry as oncoGeometry  # noqa: E402
 from OncoSegLib.slicer_support import jobs as oncoJobs  # noqa: E402
@@ -49,7 +50,6 @@ from OncoSegLib.slicer_support import merge as oncoMerge  # noqa: E402
 from OncoSegLib.slicer_support import params as oncoParams  # noqa: E402
 from OncoSegLib.slicer_support import prompts as oncoPrompts  # noqa: E402
 from OncoSegLib.slicer_support import selftest as oncoSelfTest  # noqa: E402
-from OncoSegLib.slicer_support.worker import ModelWorker  # noqa: E402
 
 MODULE_NAME = "OncoSeg"
 
@@ -108,26 +108,9 @@ class OncoSegParameterNode:
     promptsJson: str = ""
 
 
-#
-# Shared engine: one model, one worker thread and one undo stack for the whole application
-#
-
-_ENGINE = {}
-
-
-def sharedEngine():
-    """(core, worker, undo stack) shared by every OncoSegLogic: the model is loaded once, all model work runs on one
-    thread, and Undo sees every AI edit whichever Logic instance (widget or console) wrote it."""
-    if not _ENGINE:
-        _ENGINE.update(core=oncoCore.OncoSegCore(), worker=ModelWorker("OncoSeg-model"), undo=oncoMerge.UndoStack())
-    return _ENGINE["core"], _ENGINE["worker"], _ENGINE["undo"]
-
-
-def shutdownEngine():
-    """Stop the model worker thread and drop the model and undo records (module cleanup / application exit)."""
-    if _ENGINE:
-        _ENGINE["worker"].shutdown()
-        _ENGINE.clear()
+# One model, one worker thread and one undo stack for the whole application (OncoSegLib.slicer_support.engine)
+sharedEngine = oncoEngine.shared_engine
+shutdownEngine = oncoEngine.shutdown_engine
 
 
 #
@@ -511,12 +494,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
 
     # ----- models and dependencies -----
     def modelNames(self):
-        try:
-            from OncoSegLib.models.registry import list_models
-
-            return [row["name"] for row in list_models()]
-        except Exception:  # registry unreadable: still offer the default
-            return ["latest"]
+        return oncoEngine.model_names()
 
     def importModel(self, path, name=None):
         from OncoSegLib.models.registry import import_model
