@@ -536,5 +536,11 @@ def test_refusals(ref, tmp_path):
         convert_checkpoint_to_folder(tmp_path / "f.pt", tmp_path / "out3", base=ref["folder"])
     # a pickle needing arbitrary code (a class) must never be loaded
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": _Evil()}, tmp_path / "g.ckpt")
-    with pytest.raises(ModelError, match="safely"):
+    with pytest.raises(ModelError, match="safely") as err:
         convert_checkpoint_to_folder(tmp_path / "g.ckpt", tmp_path / "out4")
+    assert "\n" not in str(err.value)  # one line for the CLI (torch's own message spans several)
+    # a truncated safetensors checkpoint is a ModelError too, not safetensors' own exception
+    data = (ref["folder"] / "model.safetensors").read_bytes()
+    (tmp_path / "h.safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelError, match="corrupt or incomplete"):
+        convert_checkpoint_to_folder(tmp_path / "h.safetensors", tmp_path / "out5")

@@ -283,15 +283,21 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     """Tensors and (Lightning) hyper-parameters from a checkpoint file, safely (safetensors / weights_only)."""
     p = Path(path)
     if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(p)), {}
+        try:
+            return load_file(str(p)), {}
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"cannot read {p}: {' '.join(str(exc).split())[:200]}",
+                             "the file is corrupt or incomplete: copy or download it again") from None
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickles with code objects are refused by design
-        raise ModelError(f"cannot read {p} safely ({type(exc).__name__}: {str(exc)[:200]})",
+        first = " ".join(str(exc).split())[:200]  # one line: torch's message spans several
+        raise ModelError(f"cannot read {p} safely ({type(exc).__name__}: {first})",
                          "OncoSeg only loads plain tensor checkpoints (torch.load weights_only=True); re-save it "
-                         "as a state dict or safetensors on the machine that made it") from exc
+                         "as a state dict or safetensors on the machine that made it") from None
     hparams: dict[str, Any] = {}
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         hp = obj.get("hyper_parameters")
