@@ -25,6 +25,7 @@ import OncoSegLib.autoseg.pipeline as pipeline  # noqa: E402
 import OncoSegLib.autoseg.watch as watch  # noqa: E402
 from OncoSegLib.autoseg.readiness import fingerprint, fingerprint_digest  # noqa: E402
 from OncoSegLib.autoseg.watch import MANIFEST_NAME, REASON_NAME, WatchConfig, watch_inbox  # noqa: E402
+from OncoSegLib.autoseg.watch_lock import LOCK_NAME, WatchLock  # noqa: E402
 from OncoSegLib.cli import main  # noqa: E402
 from OncoSegLib.errors import InputError  # noqa: E402
 
@@ -362,6 +363,18 @@ def test_a_second_watcher_exits_2_naming_the_pid_of_the_first(tmp_path, proto_fi
     assert "0 job(s)" in capsys.readouterr().out
 
 
+def test_an_error_folder_outside_the_outbox_has_one_watcher_too(tmp_path):
+    shared = tmp_path / "errors"
+    shared.mkdir()
+    (tmp_path / "in2").mkdir()
+    with WatchLock(shared, "moving failed jobs to"):  # another watcher, with another inbox and outbox, uses it
+        with pytest.raises(InputError, match=f"already moving failed jobs to {shared}") as info:
+            watch_inbox(WatchConfig(inbox=tmp_path / "in2", outbox=tmp_path / "out2", protocol=LIVER,
+                                    error_dir=shared, timeout_s=0.1), bundle=TextBandPredictor())
+        assert f"PID {os.getpid()} on " in str(info.value)
+    assert not (tmp_path / "out2" / MANIFEST_NAME).exists()
+
+
 def test_kill_9_mid_job_then_restart_processes_every_job_exactly_once(tmp_path, ct_master, started):
     inbox = _inbox_with(tmp_path, ct_master, ["a", "b", "c"])
     before = {j: fingerprint(inbox / j) for j in "abc"}
@@ -530,7 +543,7 @@ def test_disk_full_on_a_real_tmpfs(tmp_path, ct_master, proto_file, capsys, monk
         assert rc == 2 and len(err.splitlines()) == 1 and f"disk full while writing {error_dir}" in err
         assert _manifest(outbox)["a"]["status"] == "done" and _liver_dice(outbox, inbox, "a") >= 0.999
         assert (inbox / "bad" / "notes.txt").stat().st_size == 600_000  # left in place, whole
-        assert [p for p in error_dir.rglob("*")] == []  # no zero-byte or partial copy
+        assert [p.name for p in error_dir.rglob("*")] == [LOCK_NAME]  # no zero-byte or partial copy
         filler_err.unlink()
         assert main(argv) == 0
         assert _visible(inbox) == ["a"] and _visible(error_dir) == ["bad"]

@@ -29,8 +29,8 @@ Guarantees (each one tested in ``Testing/test_autoseg_watch_*.py``):
   the protocol are loaded before the first job.
 - Disk full (``ENOSPC``/``EDQUOT``) anywhere stops the loop with one line (:class:`WatchStopped`); the job being
   processed stays in the inbox, its staging folder is removed.
-- One watcher per inbox and per outbox (:class:`~.watch_lock.WatchLock`, an ``flock`` the kernel drops on any exit,
-  ``kill -9`` included); a second one raises :class:`InputError` naming the PID of the first.
+- One watcher per inbox, per outbox and per error folder (:class:`~.watch_lock.WatchLock`, an ``flock`` the kernel
+  drops on any exit, ``kill -9`` included); a second one raises :class:`InputError` naming the PID of the first.
 - A restart first removes the temporary files of an interrupted run (``.*.partial`` / ``.*.part*`` in the outbox
   and the error folder), puts back a job caught between the inbox and the error folder, and recognises results
   whose rename finished before the manifest was written (``.oncoseg-job.json`` matches the inputs): after
@@ -42,6 +42,7 @@ and/or ``timeout_s`` seconds (checked between jobs and polls), on ``cancel``, or
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import json
@@ -219,7 +220,17 @@ def watch_inbox(config: WatchConfig, bundle: Any = None, cancel: CancelToken | N
         raise InputError(f"cannot create the outbox {outbox}: {exc.strerror}", "choose a folder you can write to") \
             from None
     say = on_event or (lambda msg: log.info("%s", msg))
-    with WatchLock(inbox, "watching"), WatchLock(outbox, "writing to"):
+    locks = [WatchLock(inbox, "watching"), WatchLock(outbox, "writing to")]
+    if outbox.resolve() not in error_dir.resolve().parents:  # an error folder of its own: one watcher there too
+        try:
+            error_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the error folder {error_dir}: {exc.strerror}",
+                             "choose a --error-dir you can write to") from None
+        locks.append(WatchLock(error_dir, "moving failed jobs to"))
+    with contextlib.ExitStack() as held:
+        for lock in locks:
+            held.enter_context(lock)
         clean_leftovers(inbox, outbox, error_dir, say)
         watcher = _Watcher(config, inbox, outbox, error_dir, protocol, bundle, cancel, say, sleep, clock)
         watcher.preload_models()
