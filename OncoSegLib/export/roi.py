@@ -12,7 +12,8 @@ import numpy as np
 from OncoSegLib.errors import InputError
 from OncoSegLib.io.labels import unique_labels
 
-__all__ = ["RoiSpec", "RT_ROI_TYPES", "make_roi_specs", "parse_color", "DEFAULT_COLORS", "character_set_for"]
+__all__ = ["RoiSpec", "RT_ROI_TYPES", "make_roi_specs", "parse_color", "DEFAULT_COLORS", "character_set_for",
+           "clean_name"]
 
 
 #: RT ROI Interpreted Type defined terms (DICOM PS3.3 C.8.8.8), plus a few aliases accepted on input.
@@ -52,6 +53,15 @@ class RoiSpec:
     color: tuple[int, int, int] | None = None
     interpreted_type: str | None = None
     description: str | None = None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def clean_name(name: str) -> str:
+    """``name`` with every run of control characters (Unicode category Cc: C0 such as tab, newline and ESC, DEL, C1)
+    replaced by one space, then stripped: DICOM LO/SH values (ROIName, SegmentLabel) may not hold them."""
+    return _CONTROL.sub(" ", name).strip()
 
 
 def guess_type(name: str) -> str:
@@ -169,8 +179,13 @@ def make_roi_specs(labels: np.ndarray, rois: Sequence[RoiSpec] | None = None,
     for n, r in enumerate(rois):
         if int(r.label) <= 0:
             raise InputError(f"ROI label values must be > 0, got {r.label}")
-        name = (names[n] if names is not None and n < len(names) else r.name) or f"ROI_{r.label}"
-        name = name.strip()
+        given = (names[n] if names is not None and n < len(names) else r.name) or f"ROI_{r.label}"
+        name = clean_name(given)
+        if _CONTROL.search(given):
+            warnings.warn(f"ROI name {given!r} holds control characters (not allowed in DICOM names); written as "
+                          f"{name!r}", UserWarning, stacklevel=3)
+        if not name:
+            raise InputError(f"ROI name {given!r} is made of control characters only", "give it a readable name")
         if len(name) > 64:
             raise InputError(f"ROI name {name!r} is longer than 64 characters (the DICOM limit)")
         if "\\" in name:
