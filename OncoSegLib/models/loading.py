@@ -33,6 +33,12 @@ from OncoSegLib.models.registry import ResolvedModel, oncoseg_home, resolve
 
 log = logging.getLogger(__name__)
 
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (library messages often span several), cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 # model_type in config.json -> the backends such a checkpoint can feed
 AVAILABLE: dict[str, set[str]] = {
     "sam3_video": {"tracker", "detector", "video"},
@@ -77,7 +83,8 @@ def read_config(folder: Path) -> dict[str, Any]:
     try:
         return json.loads(cfg.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read {cfg}: {exc}", "the download may be incomplete; fetch it again") from exc
+        raise ModelError(f"cannot read {cfg}: {one_line(exc)}",
+                         "the download may be incomplete; fetch it again") from exc
 
 
 def checkpoint_keys(folder: Path) -> list[str]:
@@ -92,7 +99,7 @@ def checkpoint_keys(folder: Path) -> list[str]:
             with safe_open(str(f), framework="pt") as fh:
                 keys.extend(fh.keys())
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelError(f"cannot read {f}: {exc}",
+            raise ModelError(f"cannot read {f}: {one_line(exc)}",
                              "the file is corrupt or incomplete (an interrupted download?): fetch it again") from None
     return keys
 
@@ -105,8 +112,8 @@ def read_model_card(folder: Path) -> dict[str, Any]:
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}", "the model folder is damaged; export or download it again") \
-            from None
+        raise ModelError(f"cannot read {path}: {one_line(exc)}",
+                         "the model folder is damaged; export or download it again") from None
     if not isinstance(card, dict):
         raise ModelError(f"{path} is not a JSON object", "the model folder is damaged; export or download it again")
     return card
@@ -153,7 +160,7 @@ def _from_pretrained(cls: Any, folder: Path, dtype: torch.dtype, what: str,
     except ModelError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError, EOFError) as exc:
-        raise ModelError(f"cannot load {what} from {folder}: {type(exc).__name__}: {exc}",
+        raise ModelError(f"cannot load {what} from {folder}: {type(exc).__name__}: {one_line(exc)}",
                          "check that the folder holds a complete SAM3 checkpoint (config.json + *.safetensors)") from exc
     return model, check_loading_info(info, what, folder)
 

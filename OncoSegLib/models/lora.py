@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from OncoSegLib.errors import ModelError
+from OncoSegLib.models.loading import one_line
 
 META_NAMES: dict[str, tuple[str, ...]] = {"qkv": ("q_proj", "k_proj", "v_proj"), "proj": ("o_proj",)}
 SETTINGS_FILE = "oncoseg_lora.json"
@@ -169,8 +170,8 @@ def read_settings(adapter_dir: str | os.PathLike) -> LoraSettings:
                 raise ValueError("not a JSON object")
             return LoraSettings.from_json(data)
         except (OSError, ValueError, TypeError) as exc:
-            raise ModelError(f"cannot read {p}: {exc}", "the adapter folder is damaged; save or copy it again") \
-                from None
+            raise ModelError(f"cannot read {p}: {one_line(exc)}",
+                             "the adapter folder is damaged; save or copy it again") from None
     return LoraSettings()
 
 
@@ -188,10 +189,10 @@ def adapter_file_errors(what: str | os.PathLike) -> Iterator[None]:
                          "weights_only); it may run code", "use an adapter saved as adapter_model.safetensors by a "
                          "source you trust") from None
     except SafetensorError as exc:
-        raise ModelError(f"{what}: corrupt or incomplete safetensors file ({exc})",
+        raise ModelError(f"{what}: corrupt or incomplete safetensors file ({one_line(exc)})",
                          "copy or download the adapter again") from None
     except (EOFError, OSError) as exc:
-        raise ModelError(f"{what}: cannot read the adapter files ({type(exc).__name__}: {exc})",
+        raise ModelError(f"{what}: cannot read the adapter files ({type(exc).__name__}: {one_line(exc)})",
                          "copy or download the adapter again") from None
 
 
@@ -222,7 +223,7 @@ def load_adapter(target: Any, adapter_dir: str | os.PathLike, merge: bool = Fals
         with adapter_file_errors(f"adapter {adir}"):
             peft_model = PeftModel.from_pretrained(model, str(adir), is_trainable=is_trainable)
     except (ValueError, KeyError, RuntimeError) as exc:
-        raise ModelError(f"adapter {adir} does not fit this model: {exc}",
+        raise ModelError(f"adapter {adir} does not fit this model: {one_line(exc)}",
                          "use an adapter trained on the same base model") from exc
     peft_model.oncoseg_settings = settings  # type: ignore[attr-defined]
     heads_file = adir / HEADS_FILE
