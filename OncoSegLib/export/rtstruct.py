@@ -314,6 +314,8 @@ def _contour_points(item: Dataset) -> np.ndarray:
     if vals.size % 3:
         raise InputError("an RTSTRUCT contour has a number of coordinates that is not a multiple of 3",
                          "the file is damaged")
+    if not np.all(np.isfinite(vals)):
+        raise InputError("an RTSTRUCT contour has NaN or infinite coordinates", "the file is damaged")
     return vals.reshape(-1, 3)
 
 
@@ -344,6 +346,20 @@ def _check_complete(ds: Dataset, path: Path) -> None:
             if n_values is not None and n_values != 3 * int(item.NumberOfContourPoints):
                 raise InputError(f"{path}: a contour of ROI {rc.ReferencedROINumber} holds {n_values} coordinates "
                                  f"for {int(item.NumberOfContourPoints)} points", hint)
+
+
+def _outside_in_plane_mm(ij: np.ndarray, shape_ji: tuple[int, int], spacing_ij: tuple[float, float]) -> float:
+    """How far (mm) contour points (i, j) in pixel units reach beyond the image's outer pixel edges (0 inside).
+
+    The image spans i in [-0.5, I - 0.5] and j in [-0.5, J - 0.5] (pixel centres at integers); contours traced on
+    the edges of border pixels lie exactly on that boundary, so 0.01 pixel of rounding is tolerated.
+    """
+    n_j, n_i = shape_ji
+    lo = -0.5 - ij
+    hi = ij - (np.array([n_i, n_j]) - 0.5)
+    beyond = np.maximum(np.maximum(lo, hi), 0.0)
+    beyond[beyond <= 0.01] = 0.0
+    return float(np.max(beyond * np.asarray(spacing_ij, dtype=float)[None, :])) if len(ij) else 0.0
 
 
 def _iter_roi_slices(rt_path: str | os.PathLike, ref: ReferenceSeries):
@@ -380,6 +396,7 @@ def _iter_roi_slices(rt_path: str | os.PathLike, ref: ReferenceSeries):
         name, _ = names.get(num, (f"ROI_{num}", ""))
         color = tuple(int(c) for c in rc.get("ROIDisplayColor", [255, 0, 0]))
         per_k: dict[int, list[np.ndarray]] = {}
+        n_outside, outside_mm = 0, 0.0
         for item in rc.get("ContourSequence", []):
             gtype = str(item.get("ContourGeometricType", "CLOSED_PLANAR"))
             if gtype not in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR"):
@@ -400,6 +417,12 @@ def _iter_roi_slices(rt_path: str | os.PathLike, ref: ReferenceSeries):
                 skipped += 1
                 continue
             per_k.setdefault(k, []).append(ij)
+            mm = _outside_in_plane_mm(ij, shape_ji, ref.spacing_ij)
+            if mm > 0:
+                n_outside, outside_mm = n_outside + 1, max(outside_mm, mm)
+        if n_outside:
+            warnings.warn(f"{n_outside} contour(s) of ROI {name!r} extend up to {outside_mm:.1f} mm outside the image "
+                          "in-plane; the part outside the image is dropped", UserWarning, stacklevel=3)
         yield num, name, color, types.get(num, ""), per_k, shape_ji
     if skipped:
         log.warning("skipped %d contour(s) that are not closed planar polygons on a slice of the series", skipped)
