@@ -130,12 +130,19 @@ def _no_orientation(ds: pydicom.Dataset) -> None:
     del ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence
 
 
+def _no_positions(ds: pydicom.Dataset) -> None:  # would otherwise read as a 1 mm cine of frames
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        del frame.PlanePositionSequence
+
+
 @pytest.mark.parametrize("case,needle", [("nan_position", "ImagePositionPatient"),
                                          ("zero_spacing", "PixelSpacing"),
                                          ("no_orientation", "ImageOrientationPatient"),
+                                         ("no_positions", "without plane positions"),
                                          ("missing_frame", "regular 3D grid")])
 def test_bad_enhanced_geometry_refused(tmp_path: Path, case: str, needle: str, capsys) -> None:
-    edits = {"nan_position": _nan_position, "zero_spacing": _zero_spacing, "no_orientation": _no_orientation}
+    edits = {"nan_position": _nan_position, "zero_spacing": _zero_spacing, "no_orientation": _no_orientation,
+             "no_positions": _no_positions}
     enh = _enhanced(tmp_path, edits.get(case), drop=2 if case == "missing_frame" else None)
     with pytest.raises(InputError, match=needle):
         load_volume(enh)

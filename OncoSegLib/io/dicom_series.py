@@ -530,6 +530,11 @@ def _read_from_scan(scan: _Scan, folder: str | os.PathLike, series_uid: str | No
         raise _corrupt_error(scan.corrupt)
     items, n_duplicate_files = _dedupe(items)
 
+    for p, ds in items:
+        if is_enhanced(ds) and not has_plane_positions(ds) and str(ds.get("Modality", "")).upper() in ("CT", "MR",
+                                                                                                       "PT"):
+            raise InputError(f"{p} is an enhanced {ds.get('Modality')} image without plane positions "
+                             "(PlanePositionSequence): its geometry cannot be trusted", "re-export the series")
     enhanced = [(p, ds) for p, ds in items if is_enhanced(ds) and has_plane_positions(ds)]
     if enhanced:
         if len(items) != 1:
