@@ -286,7 +286,8 @@ class Sam3Predictor:
             box: (x0, y0, x1, y1) model pixels (corner pixel centres).
             mask_input: (L, L) or (1, 1, L, L) logits in the model mask grid (``mask_size``), e.g. a previous
                 ``low_res`` or a user mask mapped with :meth:`mask_to_logits`.
-            multimask: ask for 3 masks and return the one with the highest predicted IoU.
+            multimask: ask for 3 masks and return the one with the highest predicted IoU (an arbitrary pick
+                when the IoU head is uninformative, ``confidence_heads["iou"]`` False).
             out_hw: (H, W) slice size to resize the logits to (bilinear, pixel centres); None keeps (L, L).
         """
         if embeddings.batch != 1:
