@@ -16,7 +16,6 @@ import numpy as np
 import qt
 import slicer
 import vtk
-import vtk.util.numpy_support
 from slicer import (vtkMRMLMarkupsCurveNode, vtkMRMLMarkupsFiducialNode, vtkMRMLMarkupsROINode,
                     vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode)
 from slicer.i18n import tr as _
@@ -28,8 +27,11 @@ from slicer.util import VTKObservationMixin
 
 
 def _ensureOncoSegLib():
-    """Make OncoSegLib importable: installed beside this file, or in the clone root ("Add module path")."""
+    """Make OncoSegLib importable: installed beside this file, or in the clone root ("Add module path"); and this
+    module's own helper package OncoSegModuleLib (beside this file; Slicer puts module folders on sys.path)."""
     here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.append(here)
     for candidate in (here, os.path.dirname(here)):
         if os.path.isdir(os.path.join(candidate, "OncoSegLib")) and candidate not in sys.path:
             sys.path.insert(0, candidate)
@@ -41,15 +43,17 @@ _ensureOncoSegLib()
 from OncoSegLib.errors import Cancelled, OncoSegError  # noqa: E402
 from OncoSegLib.slicer_support import core as oncoCore  # noqa: E402
 from OncoSegLib.slicer_support import dependencies as oncoDeps  # noqa: E402
-from OncoSegLib.slicer_support import dicom_tags as oncoDicomTags  # noqa: E402
 from OncoSegLib.slicer_support import engine as oncoEngine  # noqa: E402
-from OncoSegLib.slicer_support import exports as oncoExports  # noqa: E402
 from OncoSegLib.slicer_support import geometry as oncoGeometry  # noqa: E402
 from OncoSegLib.slicer_support import jobs as oncoJobs  # noqa: E402
 from OncoSegLib.slicer_support import merge as oncoMerge  # noqa: E402
 from OncoSegLib.slicer_support import params as oncoParams  # noqa: E402
-from OncoSegLib.slicer_support import prompts as oncoPrompts  # noqa: E402
 from OncoSegLib.slicer_support import selftest as oncoSelfTest  # noqa: E402
+from OncoSegModuleLib import exports as moduleExports  # noqa: E402
+from OncoSegModuleLib import markups as moduleMarkups  # noqa: E402
+from OncoSegModuleLib import mrml_segments as moduleSegments  # noqa: E402
+from OncoSegModuleLib import volumes as moduleVolumes  # noqa: E402
+from OncoSegModuleLib.panels import DependencyPanelMixin, MeasurementsPanelMixin  # noqa: E402
 
 MODULE_NAME = "OncoSeg"
 
@@ -118,7 +122,10 @@ shutdownEngine = oncoEngine.shutdown_engine
 #
 
 
-class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class OncoSegWidget(DependencyPanelMixin, MeasurementsPanelMixin, ScriptedLoadableModuleWidget,
+                    VTKObservationMixin):
+    """The panel; dependency install and the measurements table come from OncoSegModuleLib.panels."""
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -351,41 +358,6 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setBusy(False)
         self.ui.modelStatusLabel.text = status  # model, device and memory
 
-    # ----- dependencies -----
-    def updateDependencyStatus(self) -> None:
-        plan = self.logic.dependencyPlan()
-        self.ui.dependencyLabel.text = plan.blocked or (_("All dependencies installed") if plan.nothing_to_do
-                                                        else _("Dependencies missing: press Install"))
-        self.ui.dependencyLabel.toolTip = plan.summary()
-
-    def ensureDependencies(self) -> bool:
-        plan = self.logic.dependencyPlan()
-        if plan.nothing_to_do and not plan.blocked:
-            return True
-        self.onInstallDependencies()
-        return False  # the install runs in the background; the user presses the button again when it is done
-
-    def onInstallDependencies(self) -> None:
-        plan = self.logic.dependencyPlan()
-        if plan.blocked or plan.nothing_to_do:
-            slicer.util.infoDisplay(plan.summary(), windowTitle=_("OncoSeg dependencies"))
-            return
-        if not slicer.util.confirmOkCancelDisplay(
-                _("OncoSeg needs to install Python packages (this takes a few minutes):") + "\n\n" + plan.summary(),
-                windowTitle=_("OncoSeg dependencies")):
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to install PyTorch."), waitCursor=True):
-            plan = self.logic.installTorch(plan)  # the PyTorch extension's own installer (main thread)
-        self.setBusy(True, _("Installing Python packages (Cancel stops pip)..."))
-        self.logic.submitInstall(plan, onDone=self.onInstalled, onError=self.showError, onProgress=self.onProgress)
-
-    def onInstalled(self, plan) -> None:
-        self.setBusy(False, _("Dependencies installed"))
-        self.updateDependencyStatus()
-        if self.logic.restartRequired and slicer.util.confirmYesNoDisplay(
-                _("PyTorch was updated. Restart Slicer now to use it?"), windowTitle=_("OncoSeg dependencies")):
-            slicer.util.restart()
-
     # ----- prompts -----
     def runJob(self, kind, interactive=False) -> None:
         """Start a panel action on the worker: "prompt" (clicks made while a job runs are dropped), "text" or
@@ -431,24 +403,6 @@ class OncoSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.writeResult(p.inputVolume, p.segmentation, result, p.overwritePolicy, parameterNode=p)
         self.showMeasurements(results)
         self.ui.statusLabel.text = _("{n} instance(s) found").format(n=len(results))
-
-    def showMeasurements(self, results) -> None:
-        table = self.ui.measurementsTable
-        for result in results:
-            names = [table.item(r, 0).text() if table.item(r, 0) else "" for r in range(table.rowCount)]
-            rowIndex = names.index(result.name) if result.name in names else table.rowCount
-            table.setRowCount(max(table.rowCount, rowIndex + 1))
-            for c, text in enumerate(result.row()):
-                item = qt.QTableWidgetItem(text)
-                if result.low:
-                    item.setBackground(qt.QBrush(qt.QColor(255, 220, 160)))
-                    item.setToolTip(_("Low confidence: check this segment and add prompts"))
-                table.setItem(rowIndex, c, item)
-        if results:
-            last = results[-1]
-            conf = "?" if last.iou is None else f"{last.iou:.2f}"
-            self.ui.confidenceLabel.text = (_("Confidence {conf} - LOW, please review").format(conf=conf) if last.low
-                                            else _("Confidence {conf}").format(conf=conf))
 
     def onUndo(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Undo failed."), waitCursor=True):
@@ -528,45 +482,18 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
 
         return self.worker.submit(job, kind="load", on_done=onDone, on_error=onError, on_progress=onProgress)
 
-    # ----- geometry -----
+    # ----- geometry (OncoSegModuleLib.volumes) -----
     def volumeGeometry(self, volumeNode):
         """(RASToIJK 4x4, volume-to-world 4x4, shape (I, J, K)) of a volume node."""
-        rasToIjk = vtk.vtkMatrix4x4()
-        volumeNode.GetRASToIJKMatrix(rasToIjk)
-        toWorld = np.eye(4)
-        transformNode = volumeNode.GetParentTransformNode()
-        if transformNode is not None:
-            if not transformNode.IsTransformToWorldLinear():
-                raise OncoSegError(_("The input volume is under a non-linear transform"),
-                                   hint=_("harden the transform on the volume first"))
-            toWorld = slicer.util.arrayFromTransformMatrix(transformNode, toWorld=True)
-        dims = volumeNode.GetImageData().GetDimensions()
-        return slicer.util.arrayFromVTKMatrix(rasToIjk), toWorld, tuple(int(d) for d in dims)
-
-    def _ijkToRas(self, volumeNode):
-        ijkToRas = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(ijkToRas)
-        return ijkToRas
+        return moduleVolumes.volume_geometry(volumeNode)
 
     def volumeFromNode(self, volumeNode, copyVoxels=True):
         """OncoSeg Volume (LPS geometry of the node's own RAS, parent transform not applied) of a volume node."""
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        tag = shNode.GetItemAttribute(shNode.GetItemByDataNode(volumeNode),
-                                      slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName())
-        voxels = slicer.util.arrayFromVolume(volumeNode)
-        return oncoCore.volume_from_slicer(voxels.copy() if copyVoxels else voxels,
-                                           slicer.util.arrayFromVTKMatrix(self._ijkToRas(volumeNode)),
-                                           modality=tag or None, metadata={"node": volumeNode.GetName()})
+        return moduleVolumes.volume_from_node(volumeNode, copyVoxels)
 
     def volumeKey(self, volumeNode):
-        """Fingerprint of the voxels and geometry the session works on: node ID, image data and its scalars'
-        modified times, IJKToRAS. Not the node's own MTime, which renaming, attributes, a parent transform or
-        saving change (the session, its objects and embeddings must survive those)."""
-        imageData = volumeNode.GetImageData()
-        scalars = imageData.GetPointData().GetScalars() if imageData is not None else None
-        return oncoCore.volume_key(volumeNode.GetID(), imageData.GetMTime() if imageData is not None else 0,
-                                   scalars.GetMTime() if scalars is not None else 0,
-                                   slicer.util.arrayFromVTKMatrix(self._ijkToRas(volumeNode)))
+        """Session key from the image data and geometry (survives renames, attributes, transforms, saving)."""
+        return moduleVolumes.volume_key(volumeNode)
 
     def detectModality(self, volumeNode):
         """The detected modality guess of a volume node (advisory: None when detection fails)."""
@@ -578,68 +505,25 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
             logging.warning(f"OncoSeg: modality detection failed: {e}")
             return None
 
+    # ----- prompt nodes (OncoSegModuleLib.markups) -----
     def axisUnderCursor(self, parameterNode):
         """Slicing axis for a new prompt: the user's choice, or the volume axis of the slice view under the mouse."""
-        if parameterNode.promptAxis != "auto" or not parameterNode.inputVolume:
-            return "axial" if parameterNode.promptAxis == "auto" else parameterNode.promptAxis
-        crosshairNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
-        xyz = [0.0, 0.0, 0.0]
-        sliceNode = crosshairNode.GetCursorPositionXYZ(xyz) if crosshairNode else None
-        if sliceNode is None:
-            return "axial"
-        normal = slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())[:3, 2]
-        rasToIjk, toWorld, _shape = self.volumeGeometry(parameterNode.inputVolume)
-        return oncoGeometry.axis_from_slice_normal(normal, rasToIjk, toWorld)
+        return moduleMarkups.axis_under_cursor(parameterNode)
 
-    # ----- prompt nodes -----
     def definedControlPoints(self, markupsNode):
         """Indices of the control points whose position is defined (not the preview point that follows the mouse)."""
-        statuses = [markupsNode.GetNthControlPointPositionStatus(n)
-                    for n in range(markupsNode.GetNumberOfControlPoints())]
-        return oncoPrompts.defined_indices(statuses, slicer.vtkMRMLMarkupsNode.PositionDefined)
+        return moduleMarkups.defined_control_points(markupsNode)
 
     def ensurePromptNodes(self, parameterNode):
         """Create the markups nodes prompts are placed into (kept in the scene, so saved with it)."""
-        for attr, className, name, color in oncoParams.PROMPT_NODES:
-            if getattr(parameterNode, attr) is None:
-                node = slicer.mrmlScene.AddNewNodeByClass(className, name)
-                node.CreateDefaultDisplayNodes()
-                node.GetDisplayNode().SetSelectedColor(color)
-                if attr == "scribble":
-                    node.SetCurveTypeToLinear()  # the stroke drawn is the polyline the prompt uses
-                setattr(parameterNode, attr, node)
+        moduleMarkups.ensure_prompt_nodes(parameterNode)
 
     def promptsFromNodes(self, parameterNode):
         """ObjectPrompts (IJK) from the prompt markups of a parameter node (defined control points only)."""
-        p = parameterNode
-        rasToIjk, toWorld, shape = self.volumeGeometry(p.inputVolume)
-
-        def points(node):
-            keep = self.definedControlPoints(node) if node is not None else []
-            if not keep:
-                return None, None
-            world = slicer.util.arrayFromMarkupsControlPoints(node, world=True)[keep]
-            return world, [node.GetNthControlPointDescription(n) for n in keep]
-
-        corners = None
-        if p.boxROI is not None and self.definedControlPoints(p.boxROI):
-            center, size = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
-            p.boxROI.GetCenterWorld(center)
-            p.boxROI.GetSizeWorld(size)
-            corners = oncoGeometry.roi_corners_world(center, size,
-                                                     slicer.util.arrayFromVTKMatrix(p.boxROI.GetObjectToWorldMatrix()))
-        scribbleWorld, _scribbleAxes = points(p.scribble)  # the stroke: its defined control points, as a polyline
-        if scribbleWorld is not None and len(scribbleWorld) < 2:
-            scribbleWorld = None
-        return oncoPrompts.prompts_from_markups(p.segmentName, rasToIjk, shape, toWorld, *points(p.positivePoints),
-                                                *points(p.negativePoints), corners, scribbleWorld, None, "",
-                                                "axial" if p.promptAxis == "auto" else p.promptAxis)
+        return moduleMarkups.prompts_from_nodes(parameterNode)
 
     def clearPrompts(self, parameterNode):
-        for node in (parameterNode.positivePoints, parameterNode.negativePoints, parameterNode.boxROI,
-                     parameterNode.scribble):
-            if node is not None:
-                node.RemoveAllControlPoints()
+        moduleMarkups.clear_prompt_nodes(parameterNode)
         parameterNode.promptsJson = ""
         self.core.forget(parameterNode.segmentName)
 
@@ -680,75 +564,17 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
     def cancel(self):
         return self.worker.cancel_all()
 
-    # ----- writing results (main thread) -----
+    # ----- writing results (main thread; OncoSegModuleLib.mrml_segments) -----
     def ensureSegmentation(self, volumeNode, segmentationNode=None):
         """The output segmentation: referencing the volume's geometry and placed under the volume's study."""
-        if segmentationNode is None:
-            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                                  f"{volumeNode.GetName()} OncoSeg")
-            segmentationNode.CreateDefaultDisplayNodes()
-            segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
-        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        studyItem = shNode.GetItemParent(shNode.GetItemByDataNode(volumeNode))
-        if studyItem and studyItem != shNode.GetSceneItemID():
-            shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), studyItem)
-        return segmentationNode
+        return moduleSegments.ensure_segmentation(volumeNode, segmentationNode)
 
     def segmentNames(self, segmentationNode):
-        if segmentationNode is None:
-            return []
-        segmentation = segmentationNode.GetSegmentation()
-        return [segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments())]
+        return moduleSegments.segment_names(segmentationNode)
 
     def _segmentArray(self, segmentationNode, segmentId, volumeNode):
-        """(K, J, I) bool voxels of one segment on the volume's grid, read on the same IJK-to-segmentation grid the
-        writes use (exact under any linear transforms of the volume and the segmentation; Slicer's
-        arrayFromSegmentBinaryLabelmap resamples through world and misreads when their transforms differ)."""
-        labelmap = slicer.vtkOrientedImageData()
-        reference = slicer.vtkOrientedImageData()
-        reference.SetImageToWorldMatrix(self._ijkToSegmentationMatrix(volumeNode, segmentationNode))
-        dims = volumeNode.GetImageData().GetDimensions()  # a volume node's extent starts at 0
-        reference.SetExtent(0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
-        onGrid = slicer.vtkOrientedImageData()
-        if not (segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
-                and slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-                    labelmap, reference, onGrid, False, False)):
-            raise OncoSegError(_("Could not read segment {id}").format(id=segmentId))
-        values = vtk.util.numpy_support.vtk_to_numpy(onGrid.GetPointData().GetScalars())
-        return values.reshape(dims[::-1]) != 0
-
-    def _ijkToSegmentationMatrix(self, volumeNode, segmentationNode):
-        """4x4 vtkMatrix4x4: the volume's IJK -> the segmentation node's coordinates (labelmaps live there)."""
-        volumeToSegmentation = vtk.vtkMatrix4x4()
-        if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
-                volumeNode.GetParentTransformNode(), segmentationNode.GetParentTransformNode(), volumeToSegmentation):
-            raise OncoSegError(_("The volume and the segmentation are under different non-linear transforms"),
-                               hint=_("harden the transforms or choose a segmentation under the volume's transform"))
-        ijkToSegmentation = vtk.vtkMatrix4x4()
-        vtk.vtkMatrix4x4.Multiply4x4(volumeToSegmentation, self._ijkToRas(volumeNode), ijkToSegmentation)
-        return ijkToSegmentation
-
-    def _writeRegion(self, segmentationNode, volumeNode, update):
-        """Write one RegionUpdate (0/1 values in a (k, j, i) box) into its segment, touching only that box.
-
-        Two merge operations (see ``oncoMerge.REGION_WRITE_MODES``): MODE_MERGE_MIN clears the segment's voxels
-        where the value is 0, MODE_MERGE_MASK sets them where it is 1, both limited to the box. MODE_REPLACE would
-        clear the whole segment when it shares a labelmap layer with other segments.
-        """
-        image = slicer.vtkOrientedImageData()
-        image.SetImageToWorldMatrix(self._ijkToSegmentationMatrix(volumeNode, segmentationNode))
-        extent = oncoGeometry.extent_from_bbox(update.bbox)
-        image.SetExtent(list(extent))
-        image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-        values = vtk.util.numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-        values[:] = update.values.astype(np.uint8).ravel()  # (k, j, i) C order = VTK's i-fastest point order
-        modes = {"MODE_MERGE_MIN": slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MIN,
-                 "MODE_MERGE_MASK": slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MASK}
-        for modeName in oncoMerge.REGION_WRITE_MODES:
-            if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-                    image, segmentationNode, update.segment_id, modes[modeName], extent):
-                raise OncoSegError(_("Could not write segment {id}").format(id=update.segment_id))
+        """(K, J, I) bool voxels of one segment on the volume's grid (exact under any linear transforms)."""
+        return moduleSegments.segment_array(segmentationNode, segmentId, volumeNode)
 
     def writeResult(self, volumeNode, segmentationNode, result, overwritePolicy="protect", parameterNode=None):
         """Write an ObjectResult into the segment of the same name (created if missing); returns a status line."""
@@ -759,13 +585,13 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         segmentId = segmentation.GetSegmentIdBySegmentName(result.name) or segmentation.AddEmptySegment("", result.name)
         if overwritePolicy == "overlap":
             segmentation.SeparateSegmentLabelmap(segmentId)
-        ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+        ids = moduleSegments.segment_ids(segmentationNode)
         others = {i: self._segmentArray(segmentationNode, i, volumeNode) for i in ids if i != segmentId}
         plan = oncoMerge.plan_segment_write(segmentId, self._segmentArray(segmentationNode, segmentId, volumeNode),
                                             result.mask, others, overwritePolicy)
         with slicer.util.RenderBlocker():
             for update in oncoMerge.write_order(plan.updates, segmentId):
-                self._writeRegion(segmentationNode, volumeNode, update)
+                moduleSegments.write_region(segmentationNode, volumeNode, update)
         segment = segmentation.GetSegment(segmentId)
         if parameterNode is not None:
             segment.SetTag("OncoSeg.prompts", parameterNode.promptsJson)
@@ -796,7 +622,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
             raise OncoSegError(_("The segmentation or volume of the last edit was removed from the scene"))
         with slicer.util.RenderBlocker():
             for update in updates:
-                self._writeRegion(editedSegmentation, volumeNode, update)
+                moduleSegments.write_region(editedSegmentation, volumeNode, update)
         self.core.forget(name)
         return _("Undid the last edit of {name}").format(name=name)
 
@@ -833,29 +659,10 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         self.writeResult(volumeNode, segmentationNode, result, overwritePolicy)
         return segmentationNode
 
-    # ----- export -----
+    # ----- export (OncoSegModuleLib.exports) -----
     def labelMap(self, segmentationNode, volumeNode):
-        """(labels (K, J, I) on the volume grid, names, colours 0-255) of all segments in segment order; where
-        segments overlap the later segment wins (the project's one rule, OncoSegLib.export.overlap)."""
-        from OncoSegLib.export.overlap import label_map_from_masks
-
-        segmentation = segmentationNode.GetSegmentation()
-        ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
-        if not ids:
-            raise OncoSegError(_("The segmentation is empty"), hint=_("segment something first"))
-        labels = label_map_from_masks([self._segmentArray(segmentationNode, i, volumeNode) for i in ids])
-        segments = [segmentation.GetSegment(i) for i in ids]
-        return (labels, [s.GetName() for s in segments],
-                [tuple(int(round(255 * c)) for c in s.GetColor()) for s in segments])
-
-    def dicomSeriesFiles(self, volumeNode):
-        """Files of the ORIGINAL DICOM series the volume was loaded from (empty when not from the database)."""
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        seriesUid = shNode.GetItemUID(shNode.GetItemByDataNode(volumeNode),
-                                      slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName())
-        if not seriesUid or not slicer.dicomDatabase:
-            return []
-        return list(slicer.dicomDatabase.filesForSeries(seriesUid))
+        """(labels (K, J, I) on the volume grid, names, colours 0-255); overlaps: the later segment wins."""
+        return moduleExports.label_map(segmentationNode, volumeNode)
 
     def export(self, kind, segmentationNode, volumeNode, outDir, seriesFolder=None, useSlicerRT=True):
         """Write "rtstruct", "seg" or "nifti" into ``outDir``; returns the written paths.
@@ -863,15 +670,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
         RTSTRUCT and SEG reference the ORIGINAL series (Slicer's DICOM database, or ``seriesFolder``); RTSTRUCT is
         OncoSeg's own writer, plus SlicerRT's exporter into ``outDir/SlicerRT`` when SlicerRT is installed.
         """
-        labels, names, colors = self.labelMap(segmentationNode, volumeNode)
-        paths = [oncoExports.write_export(
-            kind, labels, names, colors, self.volumeFromNode(volumeNode, copyVoxels=False), outDir,
-            base_name=segmentationNode.GetName(), series_folder=seriesFolder,
-            series_files=() if seriesFolder or kind == "nifti" else self.dicomSeriesFiles(volumeNode),
-            workdir=slicer.app.temporaryPath)]
-        if kind == "rtstruct" and useSlicerRT and hasattr(slicer.modules, "dicomrtimportexport"):
-            paths.append(self.exportWithSlicerRT(segmentationNode, volumeNode, os.path.join(outDir, "SlicerRT")))
-        return paths
+        return moduleExports.export(kind, segmentationNode, volumeNode, outDir, seriesFolder, useSlicerRT)
 
     def exportRTStruct(self, segmentationNode, volumeNode, outDir, seriesFolder=None, useSlicerRT=True):
         return self.export("rtstruct", segmentationNode, volumeNode, outDir, seriesFolder, useSlicerRT)
@@ -884,29 +683,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
 
     def exportWithSlicerRT(self, segmentationNode, volumeNode, outDir):
         """SlicerRT's exporter: volume and segmentation exported together under one study."""
-        import DicomRtImportExportPlugin
-
-        os.makedirs(outDir, exist_ok=True)
-        self.ensureSegmentation(volumeNode, segmentationNode)
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        volumeItem = shNode.GetItemByDataNode(volumeNode)
-        if shNode.GetItemParent(volumeItem) == shNode.GetSceneItemID():  # not in a study: make one
-            studyItem = shNode.CreateStudyItem(shNode.CreateSubjectItem(shNode.GetSceneItemID(), "OncoSeg patient"),
-                                               "OncoSeg study")
-            shNode.SetItemParent(volumeItem, studyItem)
-            shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), studyItem)
-        exporter = DicomRtImportExportPlugin.DicomRtImportExportPluginClass()
-        exportables = (exporter.examineForExport(volumeItem)
-                       + exporter.examineForExport(shNode.GetItemByDataNode(segmentationNode)))
-        # what Slicer's DICOM export dialog does before exporting: patient/study/series tags from Subject Hierarchy
-        # (without it the new study has no patient name/ID and SlicerRT writes any volume as Modality CT)
-        studyItem = shNode.GetItemParent(volumeItem)
-        oncoDicomTags.tag_exportables(exportables, shNode.GetItemAttribute, shNode.GetItemParent(studyItem), studyItem,
-                                      outDir)
-        error = exporter.export(exportables)
-        if error:
-            raise OncoSegError(_("SlicerRT export failed: {error}").format(error=error))
-        return outDir
+        return moduleExports.export_with_slicer_rt(segmentationNode, volumeNode, outDir)
 
 
 #
