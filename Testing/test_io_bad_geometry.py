@@ -44,6 +44,18 @@ def test_dicom_nan_image_position(tmp_path: Path, value: str, capsys) -> None:
     _convert_fails(tmp_path / "ct", tmp_path, "ImagePositionPatient", capsys)
 
 
+@pytest.mark.parametrize("spacing", [["0", "0.7"], ["nan", "0.7"]])
+def test_dicom_zero_or_nan_pixel_spacing(tmp_path: Path, spacing, capsys) -> None:
+    files = write_dicom_series(example_volume("head_first", (3, 8, 8)), tmp_path / "ct")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.PixelSpacing = spacing
+        ds.save_as(f)
+    with pytest.raises(InputError, match="PixelSpacing"):
+        load_volume(tmp_path / "ct")
+    _convert_fails(tmp_path / "ct", tmp_path, "PixelSpacing", capsys)
+
+
 def _nifti(tmp_path: Path, patch) -> Path:
     base = tmp_path / "base.nii"
     nib.save(nib.Nifti1Image(np.arange(64, dtype=np.int16).reshape(4, 4, 4), np.diag([2.0, 2.0, 2.0, 1.0])), base)
