@@ -404,8 +404,11 @@ def _placed_headers(uid: str, items: list[tuple[Path, Dataset]], n_duplicates: i
         raise InputError(f"series {uid} mixes image sizes {sorted(sizes)} (Rows x Columns)",
                          "choose a series whose slices all have the same size")
     spacings = set()
-    for _, ds in items:
+    for p, ds in items:
         ps = _floats(ds, "PixelSpacing")
+        if ps is not None and not np.all(np.isfinite(ps)):
+            raise InputError(f"{p}: PixelSpacing {ps.tolist()} is not a finite number (NaN or infinite)",
+                             "the pixel size cannot be trusted; re-export the series")
         spacings.add(tuple(np.round(ps, 6)) if ps is not None and ps.size == 2 else None)
     if len(spacings) > 1:
         raise InputError(f"series {uid} mixes pixel spacings {sorted(spacings, key=str)}",
