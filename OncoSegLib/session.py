@@ -639,9 +639,9 @@ class SegmentationSession:
         """Mean predicted IoU and presence over the object's non-empty slices, with a low-confidence flag.
 
         Values of a head the predictor marks uninformative (``confidence_heads``) and unknown per-slice values
-        (None/NaN) are left out; what is left unknown is ``None`` ("n/a"), see :class:`ObjectConfidence`. Slices set
-        from a mask without clicks or boxes (a user mask: 1.0; a text instance: its detection score as presence) do
-        not come from those heads and always count.
+        (None/NaN) are left out; what is left unknown is ``None`` ("n/a"), see :class:`ObjectConfidence`. That
+        includes the values recorded for mask-only slices (a user mask: 1.0; a text instance: its detection score as
+        presence): a model whose heads mean nothing reports n/a for the whole object rather than a mix.
         """
         o = self._obj(obj)
         heads = getattr(self.predictor, "confidence_heads", None) or {}
@@ -653,11 +653,9 @@ class SegmentationSession:
             for ref, (iou, presence) in o.conf.items():
                 if get_slice(o.mask, ref.axis, ref.index).any():
                     slices += 1
-                    sp = o.prompts.get(ref)
-                    decoded = sp is None or sp.mask is None or sp.has_geometry  # values from the model's heads
-                    if (use_iou or not decoded) and _known(iou) is not None:
+                    if use_iou and _known(iou) is not None:
                         ious.append(float(iou))
-                    if (use_presence or not decoded) and _known(presence) is not None:
+                    if use_presence and _known(presence) is not None:
                         pres.append(float(presence))
         iou_m = float(np.mean(ious)) if ious else None
         pres_m = float(np.mean(pres)) if pres else None
