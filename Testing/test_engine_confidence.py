@@ -84,16 +84,18 @@ def test_a_model_without_a_presence_head_reports_presence_na_and_flags_on_iou(mi
     assert s2.confidence(o2).presence is None and s2.confidence(o2).iou == pytest.approx(0.9)
 
 
-def test_mask_and_text_slices_do_not_come_from_the_heads():
-    """A user mask (1.0) or a text instance (its detection score) counts even when the tracker heads are n/a."""
-    s, _ = _session(HeadsPredictor({"iou": False, "presence": False}))
-    m = s.add_object("user")
-    mask = np.zeros(SHAPE[1:], bool)
-    mask[10:15, 10:20] = True
-    s.add_mask(m, mask, index=3)
-    assert s.confidence(m) == ObjectConfidence(iou=1.0, presence=1.0, low=False, slices=1)
-    s.add_point(m, (15, 12, 3))  # now decoded by the model on that slice: n/a again
-    assert s.confidence(m).iou is None
+def test_mask_only_slices_follow_the_same_rule():
+    """A user mask records (1.0, 1.0): counted with informative heads, n/a with uninformative ones (autoseg seeds
+    its objects with add_mask: an uninformative model must not report IoU 1.0 for them)."""
+    for heads, expect in (({"iou": True, "presence": True}, (1.0, 1.0, False)),
+                          ({"iou": False, "presence": False}, (None, None, None))):
+        s, _ = _session(HeadsPredictor(heads))
+        m = s.add_object("user")
+        mask = np.zeros(SHAPE[1:], bool)
+        mask[10:15, 10:20] = True
+        s.add_mask(m, mask, index=3)
+        c = s.confidence(m)
+        assert (c.iou, c.presence, c.low, c.slices) == expect + (1,)
 
 
 def test_confidence_text():
@@ -179,3 +181,29 @@ def test_segment_multimask_fallback_flag_reaches_the_predictor(tmp_path, monkeyp
         args += ["--multimask-fallback", flag]
     assert main(args) == 0
     assert seen == [expect]
+
+
+@pytest.mark.parametrize("informative", [True, False])
+def test_autoseg_report_confidence_is_null_for_uninformative_heads(tmp_path, informative):
+    """autoseg (propagate strategy) reports the session confidence per instance: numbers from informative heads,
+    JSON null from uninformative ones — the low flag then rests on the detection score alone."""
+    from autoseg_support import TextBandPredictor, protocol_dict, write_phantom_series
+
+    from OncoSegLib.autoseg.pipeline import run_autoseg
+
+    pred = TextBandPredictor(scores={"kidney": 0.55})
+    if not informative:
+        pred.confidence_heads = {"iou": False, "presence": False}
+    folder = tmp_path / "ct"
+    write_phantom_series(folder)
+    run_autoseg(folder, protocol_dict(strategy="propagate"), out_dir=tmp_path / "out", device="cpu", bundle=pred)
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    by = {s["name"]: s for s in rep["structures"]}
+    details = [d for name in ("Liver", "Kidneys") for d in by[name]["instance_details"]]
+    assert details
+    for d in details:
+        if informative:  # stub decodes: IoU 0.9 / presence 0.95 per slice, the seed (detector) mask 1.0 / 1.0
+            assert 0.9 <= d["iou"] <= 1.0 and 0.95 <= d["presence"] <= 1.0
+        else:
+            assert d["iou"] is None and d["presence"] is None
+    assert by["Kidneys"]["low_confidence"] is True and by["Liver"]["low_confidence"] is False  # score 0.55 < 0.6
