@@ -1,4 +1,7 @@
-"""Every Slicer / Qt / CTK / VTK / MRML name OncoSeg.py uses must exist in Slicer's real source.
+"""Every Slicer / Qt / CTK / VTK / MRML name the Slicer module uses must exist in Slicer's real source.
+
+Scanned: EVERY .py file under OncoSeg/ (OncoSeg.py and its helper package OncoSegModuleLib), so moving MRML calls
+out of OncoSeg.py cannot move them out of the checks.
 
 The list (Testing/slicer_api_names.json) is built by Testing/make_slicer_api_names.py from the shared name index
 (Slicer/Slicer, SlicerRT, PyTorchUtils at named commits) plus names verified with git grep in named repositories.
@@ -12,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from OncoSegLib.slicer_support.api_check import used_names
+from OncoSegLib.slicer_support.api_check import module_files, used_names
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "OncoSeg" / "OncoSeg.py"
+#: every Python file of the Slicer module: what the name, signal, arity and .ui checks scan
+MODULE_FILES = module_files(ROOT / "OncoSeg")
 UI = ROOT / "OncoSeg" / "Resources" / "UI" / "OncoSeg.ui"
 API = json.loads((ROOT / "Testing" / "slicer_api_names.json").read_text())
 
@@ -42,6 +47,8 @@ class Resolver:
             return True
         if name.endswith(".__init__") and name[: -len(".__init__")] in self.qualified:
             return True
+        if name in self.singletons:  # the object itself, passed as an argument (GetSubjectHierarchyNode(scene))
+            return True
         parts = name.split(".")
         for single, cls in self.singletons.items():
             if name.startswith(single + ".") and len(parts) == len(single.split(".")) + 1:
@@ -62,13 +69,47 @@ class Resolver:
         return False
 
 
+def _missing_names(files):
+    """``file:line kind name`` of every used name that is not in Slicer's source, over ``files``."""
+    r = Resolver(API)
+    return [f"{f.name}:{n.line} {n.kind} {n.name}" for f in files for n in used_names(f.read_text()) if not r.ok(n)]
+
+
+def test_the_scan_covers_every_python_file_of_the_module():
+    names = {f.relative_to(ROOT).as_posix() for f in MODULE_FILES}
+    assert {"OncoSeg/OncoSeg.py", "OncoSeg/OncoSegModuleLib/mrml_segments.py", "OncoSeg/OncoSegModuleLib/markups.py",
+            "OncoSeg/OncoSegModuleLib/exports.py", "OncoSeg/OncoSegModuleLib/volumes.py",
+            "OncoSeg/OncoSegModuleLib/panels.py"} <= names
+    assert names == {p.relative_to(ROOT).as_posix() for p in (ROOT / "OncoSeg").rglob("*.py")
+                     if "__pycache__" not in p.parts}
+    # the moved MRML calls are found where they now live
+    segments = {n.name for n in used_names((ROOT / "OncoSeg" / "OncoSegModuleLib" / "mrml_segments.py").read_text())}
+    assert {"slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment",
+            "slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage",
+            "GetBinaryLabelmapRepresentation", "vtkMRMLSegmentationNode"} <= segments
+
+
 def test_every_slicer_name_in_the_module_exists_in_slicer_source():
-    names = used_names(MODULE.read_text())
+    names = [n for f in MODULE_FILES for n in used_names(f.read_text())]
     kinds = {n.kind for n in names}
     assert {"qualified", "vtk_method", "qt_method", "class"} <= kinds  # the scan really found names
-    r = Resolver(API)
-    missing = [f"{n.kind} {n.name} (line {n.line})" for n in names if not r.ok(n)]
+    missing = _missing_names(MODULE_FILES)
     assert not missing, "names not found in Slicer's source:\n" + "\n".join(missing)
+
+
+def test_a_wrong_name_in_a_helper_file_fails_the_check(tmp_path):
+    """A wrong Slicer name put into a moved file (not OncoSeg.py) is reported with that file's name."""
+    for f in MODULE_FILES:
+        target = tmp_path / f.relative_to(ROOT / "OncoSeg")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f.read_text())
+    markups = tmp_path / "OncoSegModuleLib" / "markups.py"
+    markups.write_text(markups.read_text().replace("arrayFromMarkupsControlPoints", "arrayFromMarkupControlPoints", 1)
+                       .replace("GetNthControlPointPositionStatus", "GetNthControlPointStatus", 1))
+    missing = _missing_names(module_files(tmp_path))
+    assert sorted(missing) == sorted([m for m in missing if m.startswith("markups.py:")]) and len(missing) == 2
+    assert any("slicer.util.arrayFromMarkupControlPoints" in m for m in missing)
+    assert any("GetNthControlPointStatus" in m for m in missing)
 
 
 def test_checker_catches_invented_names():
@@ -111,15 +152,15 @@ def _ui_widgets():
 
 
 def _parameter_fields():
-    tree = ast.parse(MODULE.read_text())
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "OncoSegParameterNode")
+    trees = [ast.parse(f.read_text()) for f in MODULE_FILES]
+    cls = next(n for t in trees for n in t.body if isinstance(n, ast.ClassDef) and n.name == "OncoSegParameterNode")
     return {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)}
 
 
 def test_ui_matches_code_and_parameter_node():
     widgets, params = _ui_widgets()
     used = set()
-    for node in ast.walk(ast.parse(MODULE.read_text())):
+    for node in (n for f in MODULE_FILES for n in ast.walk(ast.parse(f.read_text()))):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui":
             used.add(node.attr)
     assert used, "no self.ui.* use found"
@@ -137,7 +178,7 @@ def test_ui_matches_code_and_parameter_node():
             assert c in r.classes, c
 
 
-@pytest.mark.parametrize("path", ["OncoSeg/OncoSeg.py"])
+@pytest.mark.parametrize("path", [f.relative_to(ROOT).as_posix() for f in MODULE_FILES])
 def test_module_imports_no_heavy_packages_at_load(path):
     """Slicer must load the module before torch/transformers are installed (first-use dialog installs them)."""
     tree = ast.parse((ROOT / path).read_text())
@@ -202,17 +243,17 @@ def _call_problems(source, api):
 def test_connected_signals_exist_on_the_sender_class():
     widgets, _ = _ui_widgets()
     widgets = {name: {"class": w.get("class")} for name, w in widgets.items()}
-    source = MODULE.read_text()
-    assert len(connections(source)) >= 10  # the scan found the module's connections
-    assert _signal_problems(source, widgets, API) == []
+    sources = {f.name: f.read_text() for f in MODULE_FILES}
+    assert sum(len(connections(source)) for source in sources.values()) >= 10  # the scan found the connections
+    assert [f"{name}: {p}" for name, source in sources.items() for p in _signal_problems(source, widgets, API)] == []
 
 
 def test_call_arity_and_keywords_match_the_real_declarations():
-    source = MODULE.read_text()
-    checked = [c for c in calls(source) if (not c.qualified and c.name in API["arity"]) or
-               (c.qualified and c.name in API["signatures"])]
+    sources = {f.name: f.read_text() for f in MODULE_FILES}
+    checked = [c for source in sources.values() for c in calls(source)
+               if (not c.qualified and c.name in API["arity"]) or (c.qualified and c.name in API["signatures"])]
     assert len(checked) >= 40  # most Slicer calls are covered by the tables
-    assert _call_problems(source, API) == []
+    assert [f"{name}: {p}" for name, source in sources.items() for p in _call_problems(source, API)] == []
 
 
 def test_semantic_checks_catch_wrong_signals_arity_and_keywords():

@@ -1,7 +1,9 @@
 """List the Slicer / Qt / CTK / VTK names a Python module uses, by reading its syntax tree (nothing is imported).
 
-Used by the API-name test: every name OncoSeg.py calls must appear in ``Testing/slicer_api_names.json``, a list
-assembled from Slicer's, SlicerRT's and PyTorchUtils' real source (with repository, path and commit per name).
+Used by the API-name test: every name the Slicer module calls (every .py under ``OncoSeg/``: OncoSeg.py and its
+helper package OncoSegModuleLib) must appear in ``Testing/slicer_api_names.json``, a list assembled from Slicer's,
+SlicerRT's and PyTorchUtils' real source (with repository, path and commit per name). :func:`module_files` lists
+the files to scan.
 
 Kinds of names reported:
 - ``"qualified"``: attribute chains rooted at an imported Slicer-side module, normalised to the module path, e.g.
@@ -85,10 +87,13 @@ def used_names(source: str) -> list[UsedName]:
     """All checked names used in ``source`` (a module's text), in order of appearance, duplicates removed."""
     tree = ast.parse(source)
     alias = _aliases(tree)
-    local = set()  # names bound by imports from our own packages (never Slicer names)
+    local = set()  # names bound by imports of anything but the checked roots (our packages, PIL...): not Slicer's
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "OncoSegLib":
+        if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module and node.module.split(".")[0]
+                                                                    not in ROOTS)):
             local.update(a.asname or a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            local.update((a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] not in ROOTS)
     out: list[UsedName] = []
     seen: set[tuple[str, str]] = set()
 
@@ -225,3 +230,9 @@ def calls(source: str) -> list[Call]:
             else:
                 out.append(Call(node.func.attr, False, positional, keywords, starred, node.lineno))
     return out
+
+
+def module_files(module_dir: str | Path) -> list[Path]:
+    """Every Python file of a Slicer module folder (the module script and its helper packages), sorted; compiled
+    caches are left out. These are the files the name, signal, arity and .ui checks scan."""
+    return sorted(p for p in Path(module_dir).rglob("*.py") if "__pycache__" not in p.parts)
