@@ -1,4 +1,5 @@
-"""Run the real ``OncoSeg/OncoSeg.py`` against real MRML (Kitware's ``slicer-core`` wheel) without the Slicer app.
+"""Run the real ``OncoSeg/OncoSeg.py`` and its helper package ``OncoSeg/OncoSegModuleLib`` against real MRML
+(Kitware's ``slicer-core`` wheel) without the Slicer app.
 
 slicer-core brings MRML, the Segmentations / Markups / Subject Hierarchy / Volumes logics and Slicer's own
 ``slicer/util.py``. It does not bring the application parts the module imports at load time; this file provides
@@ -30,6 +31,7 @@ from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PATH = ROOT / "OncoSeg" / "OncoSeg.py"
+MODULE_LIB_DIR = ROOT / "OncoSeg" / "OncoSegModuleLib"
 
 
 def real_mrml_available() -> bool:
@@ -229,7 +231,8 @@ def install(temporary_path: str | os.PathLike) -> Any:
 
 
 def load_module(name: str = "OncoSeg") -> types.ModuleType:
-    """Import the real OncoSeg/OncoSeg.py (once per process; its shared engine survives between tests)."""
+    """Import the real OncoSeg/OncoSeg.py (once per process; its shared engine survives between tests) and every
+    file of its helper package (see :func:`helper_modules`)."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, MODULE_PATH)
@@ -237,4 +240,18 @@ def load_module(name: str = "OncoSeg") -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    helper_modules()
     return module
+
+
+def helper_modules() -> dict[str, types.ModuleType]:
+    """Import every ``OncoSeg/OncoSegModuleLib/*.py`` (OncoSeg.py puts the module folder on sys.path, as Slicer
+    does); file stem -> module. Raises when one is imported from anywhere but this checkout."""
+    out = {}
+    for path in sorted(MODULE_LIB_DIR.glob("*.py")):
+        stem = path.stem
+        module = importlib.import_module("OncoSegModuleLib" if stem == "__init__" else f"OncoSegModuleLib.{stem}")
+        if Path(module.__file__).resolve() != path.resolve():
+            raise ImportError(f"{module.__name__} came from {module.__file__}, not {path}")
+        out[stem] = module
+    return out

@@ -471,3 +471,32 @@ def test_litemedsam_box_into_segmentation_node(M):
     assert np.array_equal(mask, logic.core.session.result(logic.core.object_id("left kidney")))
     assert 2 * (mask[k] & truth[k]).sum() / (mask[k].sum() + truth[k].sum()) > 0.9
     assert "litemedsam on cpu" in logic.core.status() and "MB weights" in logic.core.status()
+
+
+# ------------------------------------------------------------------------------------- the module's helper package
+def test_harness_loads_every_helper_file_the_module_uses(M):
+    """OncoSeg.py's MRML helpers come from OncoSeg/OncoSegModuleLib in this checkout, every file of it imported."""
+    helpers = H.helper_modules()
+    assert set(helpers) == {p.stem for p in H.MODULE_LIB_DIR.glob("*.py")}
+    assert {"mrml_segments", "markups", "exports", "volumes", "panels"} <= set(helpers)
+    assert M.moduleSegments is helpers["mrml_segments"] and M.moduleMarkups is helpers["markups"]
+    assert M.moduleExports is helpers["exports"] and M.moduleVolumes is helpers["volumes"]
+    assert issubclass(M.OncoSegWidget, helpers["panels"].DependencyPanelMixin)
+
+
+def test_clear_prompts_empties_every_prompt_node_and_the_session_object(M):
+    volume = add_volume(GEOMETRIES["anisotropic"])
+    logic = M.OncoSegLogic()
+    p = logic.getParameterNode()
+    p.inputVolume = volume
+    logic.ensurePromptNodes(p)
+    ijkToRas = GEOMETRIES["anisotropic"]
+    for node, ijks in ((p.positivePoints, [(3, 4, 5)]), (p.negativePoints, [(6, 7, 2)]),
+                       (p.scribble, [(2, 2, 2), (5, 5, 2)]), (p.boxROI, [(4, 4, 4)])):
+        for ijk in ijks:
+            node.AddControlPointWorld(vtk.vtkVector3d(*(np.array([*ijk, 1.0]) @ ijkToRas.T)[:3]))
+    p.promptsJson = logic.promptsFromNodes(p).to_json()
+    assert sum(n.GetNumberOfControlPoints() for n in (p.positivePoints, p.negativePoints, p.scribble, p.boxROI)) == 5
+    logic.clearPrompts(p)
+    assert [n.GetNumberOfControlPoints() for n in (p.positivePoints, p.negativePoints, p.scribble, p.boxROI)] == [0] * 4
+    assert p.promptsJson == "" and logic.promptsFromNodes(p).is_empty()
