@@ -1,8 +1,8 @@
 """OncoSeg: SAM3 + LoRA segmentation of tumours and organs in 3D Slicer (points, boxes, scribbles, text, propagation).
 
-Thin glue only: every decision lives in ``OncoSegLib.slicer_support`` (pure Python, tested with pytest). This file
-reads nodes into numpy, hands work to the single model worker thread, and writes results back into MRML on the
-main thread.
+Thin glue only: every decision lives in ``OncoSegLib.slicer_support`` (pure Python, tested with pytest); the MRML
+calls that read nodes into numpy and write results back (main thread) live in the module's helper package
+``OncoSegModuleLib`` beside this file. This file wires the panel and hands work to the single model worker thread.
 """
 
 import logging

@@ -1,4 +1,5 @@
-"""Build Testing/slicer_api_names.json: the Slicer-side names OncoSeg.py may use, each with where it comes from.
+"""Build Testing/slicer_api_names.json: the Slicer-side names the module (every .py under OncoSeg/) may use, each
+with where it comes from.
 
 Sources:
 1. the shared name index (../shared/slicer-api/*.json, read from Slicer/Slicer, SlicerRt/SlicerRT and PyTorchUtils
@@ -9,7 +10,7 @@ Sources:
 
 Usage: python Testing/make_slicer_api_names.py [--index DIR] [--mirrors DIR]
 Without a mirror for a verified name, its previous entry in the JSON is kept (so the file can be rebuilt anywhere).
-This script never reads OncoSeg.py: the list is what Slicer offers, not what we happen to call.
+This script never reads the module's files: the list is what Slicer offers, not what we happen to call.
 """
 
 from __future__ import annotations
