@@ -50,8 +50,11 @@ from OncoSegLib.errors import InputError, ModelError
 from OncoSegLib.io.volume import Volume
 from OncoSegLib.prompts import scribble_samples
 from OncoSegLib.propagation import (
+    Box3DRule,
+    Box3DStepper,
     BoxStepper,
     CentroidStepper,
+    MedsamStepper,
     MemoryStepper,
     PropagationResult,
     SliceOutcome,
@@ -686,14 +689,37 @@ class SegmentationSession:
             return next(reversed(o.prompts)).axis
         return "axial"
 
-    def _stepper(self, method: str, axis: str, margin: float) -> Any:
-        def decode(index: int, pts: Any, labels: Any, box: Any) -> SliceOutcome:
-            return self._decode(SliceRef(axis, index), pts, labels, box)
+    def _slice_px_per_model_px(self, axis: str) -> tuple[float, float]:
+        """How many slice pixels (rows, cols) one model-input pixel spans on an ``axis`` slice."""
+        hw = slice_shape(self.shape_kji, axis)
+        x0, y0 = self._to_model(0.0, 0.0, hw)
+        x1, y1 = self._to_model(1.0, 1.0, hw)
+        return 1.0 / (y1 - y0), 1.0 / (x1 - x0)
+
+    def _stepper(self, method: str, axis: str, margin: float, o: _Object | None = None) -> Any:
+        def decode(index: int, pts: Any, labels: Any, box: Any, mask_input: Any = None) -> SliceOutcome:
+            logits = self.predictor.mask_to_logits(mask_input) if mask_input is not None else None
+            return self._decode(SliceRef(axis, index), pts, labels, box, logits)
 
         if method == "centroid":
             return CentroidStepper(decode)
         if method == "box":
             return BoxStepper(decode, margin)
+        if method == "medsam":
+            boxes = {r.index: sp.box for r, sp in (o.prompts.items() if o is not None else ())
+                     if r.axis == axis and sp.box is not None}
+            sr, sc = self._slice_px_per_model_px(axis)
+            return MedsamStepper(decode, boxes, (3.0 * sr, 3.0 * sc))
+        if method == "box3d":
+            boxes = {r.index: sp.box for r, sp in (o.prompts.items() if o is not None else ())
+                     if r.axis == axis and sp.box is not None}
+            limit = None
+            if o is not None and axis in o.bounds:  # a 3D box: its 2D box sits on the middle of its range
+                lo, hi = o.bounds[axis]
+                limit = boxes.get((lo + hi) // 2)
+            sr, sc = self._slice_px_per_model_px(axis)
+            rule = Box3DRule()
+            return Box3DStepper(decode, boxes, limit, (rule.shift_model_px * sr, rule.shift_model_px * sc), rule)
         n = num_slices(self.shape_kji, axis)
         return MemoryStepper(self.predictor, lambda i: self.embeddings(axis, i), lambda i: self.pixels(axis, i), n,
                              slice_shape(self.shape_kji, axis))
@@ -706,7 +732,7 @@ class SegmentationSession:
         anchors = [r.index for r in o.prompts if r.axis == axis]
         lo, hi = o.bounds.get(axis, (0, n - 1))
         segs = segments if segments is not None else plan_segments(anchors, n, direction, lo, hi, only_from)
-        stepper = self._stepper(method, axis, margin)
+        stepper = self._stepper(method, axis, margin, o)
 
         def write(idx: int, out: SliceOutcome) -> None:
             self._write(o.id, SliceRef(axis, idx), out.mask, "propagated", (out.iou, out.presence))
@@ -734,7 +760,8 @@ class SegmentationSession:
 
         Args:
             direction: "both", "forward" (increasing slice index) or "backward".
-            method: "memory" (SAM3 video tracker), "centroid" or "box" (see :mod:`OncoSegLib.propagation`).
+            method: "memory" (SAM3 video tracker), "centroid", "box", "medsam" or "box3d" (see
+                :mod:`OncoSegLib.propagation`); None = :attr:`default_method`.
             axis: slicing axis; None = the axis of the object's latest prompt.
             progress: ``(done, total, message)`` callback, once per slice.
             cancel: a :class:`CancelToken`; on cancel the slices done so far are kept and ``result.cancelled``.
@@ -747,7 +774,8 @@ class SegmentationSession:
         method = check_method(method if method is not None else self.default_method)
         if method == "memory" and not getattr(self.predictor, "has_video", False):
             raise ModelError("this model has no video tracker (Sam3TrackerVideoModel), so memory propagation is "
-                             "unavailable", "use method='centroid' or method='box', or load a full SAM3 checkpoint")
+                             "unavailable", "use method='box3d', 'medsam', 'box' or 'centroid', or load a full SAM3 "
+                             "checkpoint")
         with self._lock:
             ids = [self._obj(obj).id] if obj is not None else list(self._objects)
             plans = []
@@ -787,9 +815,9 @@ class SegmentationSession:
 
     @property
     def default_method(self) -> str:
-        """The propagation method used when none is given: "memory" with a video tracker, else "box" (one a
-        tracker-less model such as LiteMedSAM can run)."""
-        return "memory" if getattr(self.predictor, "has_video", False) else "box"
+        """The propagation method used when none is given: "memory" with a video tracker, else "box3d" (the box
+        rule of :mod:`OncoSegLib.propagation`, which a tracker-less model such as LiteMedSAM can run)."""
+        return "memory" if getattr(self.predictor, "has_video", False) else "box3d"
 
     def _maybe_repropagate(self, o: _Object, ref: SliceRef) -> None:
         lp = o.last_propagation

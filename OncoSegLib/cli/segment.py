@@ -16,7 +16,7 @@ from typing import Any
 
 from OncoSegLib.errors import InputError
 
-METHODS = ("memory", "centroid", "box")
+METHODS = ("memory", "centroid", "box", "medsam", "box3d")  # OncoSegLib.propagation.METHODS (torch-free here)
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="output label map (.nii or .nii.gz)")
     p.add_argument("--propagate", action="store_true", help="propagate every object through the volume")
     p.add_argument("--method", choices=METHODS, default=None,
-                   help="propagation method (default: memory for models with a video tracker, else box)")
+                   help="propagation method (default: memory for models with a video tracker, else box3d; "
+                        "medsam = MedSAM's 3D box rule)")
     p.add_argument("--direction", choices=("both", "forward", "backward"), default="both")
     p.add_argument("--modality", default=None, help="modality (ct, mri, pet, ...); default: detect from the data")
     p.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"), default=None,
