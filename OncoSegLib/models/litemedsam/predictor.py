@@ -29,6 +29,7 @@ import torch
 
 from OncoSegLib.errors import InputError, ModelError
 from OncoSegLib.models.litemedsam import preprocess as pp
+from OncoSegLib.models.litemedsam.fast import optimise
 from OncoSegLib.models.litemedsam.model import LiteMedSAM, convert_state_dict, load_strict
 from OncoSegLib.models.predictor import ImageEmbeddings, MaskPrediction
 
@@ -42,6 +43,8 @@ class LiteMedSamPredictor:
         net: a loaded :class:`LiteMedSAM` (eval mode).
         device: where it runs. name/source: what the user asked for (reports).
         antialias: antialiased resize when a slice is shrunk to 256 (see :mod:`.preprocess`).
+        fast: encode with :func:`.fast.optimise` (float32: folded BatchNorm, channels_last, fused attention);
+            False: the strictly loaded eager network ``net``.
     """
 
     has_text = False
@@ -53,8 +56,10 @@ class LiteMedSamPredictor:
 
     def __init__(self, net: LiteMedSAM, device: str | torch.device = "cpu", name: str = "litemedsam",
                  source: str = "litemedsam", modalities: Sequence[str] = (), antialias: bool = True,
-                 info: dict[str, Any] | None = None):
+                 info: dict[str, Any] | None = None, fast: bool = True):
         self.net = net.eval()
+        # speed path for the encoder (same maths up to float32 rounding; fast.py, benchmarks/lite.py); net kept as is
+        self.encoder_net = optimise(self.net) if fast else self.net
         self.device = torch.device(device)
         self.name = name
         self.source = source
@@ -69,6 +74,7 @@ class LiteMedSamPredictor:
     def to(self, device: str | torch.device) -> "LiteMedSamPredictor":
         self.device = torch.device(device)
         self.net.to(self.device)
+        self.encoder_net.to(self.device)
         return self
 
     # ------------------------------------------------------------------ geometry
@@ -98,7 +104,7 @@ class LiteMedSamPredictor:
         from OncoSegLib.models.device import oom_guard
 
         with oom_guard("the LiteMedSAM image encoder", self.device), torch.inference_mode():
-            emb = self.net.encode(px.to(self.device, torch.float32))
+            emb = self.encoder_net.encode(px.to(self.device, torch.float32))
         return ImageEmbeddings(maps=[emb])
 
     def predict(self, embeddings: ImageEmbeddings, points: np.ndarray | Sequence | None = None,
