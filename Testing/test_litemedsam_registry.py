@@ -142,3 +142,19 @@ def test_segment_text_prompt_on_litemedsam_is_one_line(litemedsam_model, home, t
     assert rc == 2 and len(err.splitlines()) == 1
     assert "has no text encoder; use one of:" in err and "sam3" in err
     assert not out.exists()
+
+
+def test_python_entry_point_falls_back_with_one_logged_notice(litemedsam_model, home, caplog):
+    from OncoSegLib.models.litemedsam.predictor import LiteMedSamPredictor
+    from OncoSegLib.models.loading import load_model
+    from OncoSegLib.session import SegmentationSession
+
+    _real_store(home)
+    with caplog.at_level("WARNING"):
+        model, notice = load_model(None, modality="ct", device="cpu")
+    assert isinstance(model, LiteMedSamPredictor) and model.name == "litemedsam"
+    assert "`oncoseg models download liver`" in notice
+    assert [r.getMessage() for r in caplog.records if "instead" in r.getMessage()] == [notice]
+    SegmentationSession(model)  # the session takes it as is
+    with pytest.raises(ModelError, match="not available offline|not in the local cache|downloads are off"):
+        load_model("liver", modality="ct")  # a user's choice is loaded as given, never swapped

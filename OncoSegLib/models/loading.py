@@ -264,6 +264,23 @@ def is_litemedsam(resolved: ResolvedModel) -> bool:
         return False
 
 
+def load_model(name: str | os.PathLike | None = None, modality: str | None = None, device: str | torch.device = "auto",
+               **kwargs: Any) -> tuple[Any, str | None]:
+    """The Python entry point that never dead-ends offline: ``(model, notice)`` for a session.
+
+    ``name`` (registry name, folder, file or repo id) is loaded as given. Without it the manifest's model for
+    ``modality`` is used, or ``litemedsam`` when that one is not available (see
+    :func:`~OncoSegLib.models.registry.resolve_model`); the notice (one line, also logged once as a warning) names
+    the wanted model and how to get it. ``kwargs`` go to :func:`load_bundle`.
+    """
+    from OncoSegLib.models.registry import resolve_model
+
+    chosen, notice = resolve_model(None if name is None else str(name), modality)
+    if notice:
+        log.warning("%s", notice)
+    return load_bundle(chosen if name is None else name, device=device, **kwargs), notice
+
+
 def load_bundle(source: str | os.PathLike, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
                 components: Sequence[str] = COMPONENTS, adapter: str | os.PathLike | None = None,
                 merge_adapter: bool = False, *, offline: bool | None = None, token: str | bool | None = None,
