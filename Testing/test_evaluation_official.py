@@ -37,11 +37,13 @@ from OncoSegLib.evaluation.surface_dice import surface_dice
 from OncoSegLib.io.volume import Volume
 
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the reference's scipy.ndimage.filters path
+
+
 @pytest.fixture(autouse=True)
 def _numpy2_shim_for_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     """``surface_distance`` 0.1 still spells ``np.Inf`` (gone in NumPy 2) for an empty mask: give it back."""
     monkeypatch.setattr(np, "Inf", np.inf, raising=False)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)  # its scipy.ndimage.filters import path
 
 
 # ------------------------------------------------------------------------------------------ the oracle (transcribed)
