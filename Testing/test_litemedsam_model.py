@@ -138,3 +138,21 @@ def test_tracker_less_model_defaults_to_a_method_it_can_run(random_predictor):
     assert ses._objects[oid].last_propagation["method"] == ses.default_method
     with pytest.raises(InputError):
         random_predictor.encode(torch.zeros(1, 3, 128, 128))
+
+
+def test_non_ct_slices_are_scaled_by_their_own_percentiles(random_predictor):
+    """LiteMedSAM's MR rule: 0.5-99.5 percentiles of each slice (not of the volume), so a slice and the same slice
+    x10 give the same model input; numpy's percentiles are the oracle for the end points."""
+    rng = np.random.default_rng(3)
+    base = rng.gamma(2.0, 100.0, (40, 50)).astype(np.float32)
+    vol = Volume(np.stack([base, 10 * base, base]), spacing=(1.0, 1.0, 3.0), modality="MR")
+    ses = SegmentationSession(random_predictor)
+    ses.set_volume(vol, modality="mri")
+    a, b = ses.pixels("axial", 0), ses.pixels("axial", 1)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    lo, hi = np.percentile(base, [0.5, 99.5])
+    x01 = random_predictor.prepare(base, ses.normalizer)  # enlarged 40 x 50 -> 205 x 256
+    want = np.clip((base - lo) / (hi - lo), 0, 1)
+    assert 0.0 <= float(x01.min()) and float(x01.max()) <= 1.0
+    assert float(x01[0, 0, :205].mean()) == pytest.approx(float(want.mean()), abs=0.01)
+    assert float(x01[0, 0, :205].mean()) != pytest.approx(float(np.clip(base / base.max(), 0, 1).mean()), abs=0.01)
