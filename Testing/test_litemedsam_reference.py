@@ -127,6 +127,20 @@ def test_fixture_is_small_and_complete(cases):
     assert "emb_q" in cases[DECODER_CASE]
 
 
+def test_optimise_leaves_the_strictly_loaded_model_unchanged(litemedsam_model):
+    from OncoSegLib.models.litemedsam import tinyvit as tv
+    from OncoSegLib.models.litemedsam.fast import optimise
+
+    net = litemedsam_model.net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = optimise(net)
+    after = net.state_dict()
+    assert list(before) == list(after) and all(torch.equal(before[k], after[k]) for k in before)
+    assert isinstance(net.image_encoder.layers[0].blocks[0], tv.MBConv)
+    assert isinstance(net.image_encoder.layers[0].blocks[0].conv1, tv.ConvBN)
+    assert not any(isinstance(m, tv.ConvBN) for m in fast.image_encoder.modules()), "BatchNorm not folded"
+
+
 # ------------------------------------------------------------------ preprocessing
 @pytest.mark.parametrize("name", CASES)
 def test_preprocessing_reproduces_image256(litemedsam_model, ct_normalizer, cases, name):
