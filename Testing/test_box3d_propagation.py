@@ -65,6 +65,27 @@ def test_runs_through_the_session_and_stops_at_the_box_range(method):
     assert s.undo() and not s.result(o)[12].any() and s.result(o)[11].any()
 
 
+@pytest.mark.parametrize("method", ["medsam", "box3d"])
+def test_an_empty_slice_inside_the_3d_box_does_not_end_the_chain(method):
+    """The 3D box says the object spans its range: after a slice that comes out empty, medsam re-prompts with the
+    3D box's 2D box and box3d with the last non-empty mask's box; both reach the end of the range. Without a 3D box,
+    box3d ends the chain there ("vanished")."""
+    a = ellipsoid(SHAPE, (20, 18, 11), (10, 8, 9))
+    a[13] = False  # a gap slice
+    s = _session(RegionPredictor(), [a])
+    o = s.add_object("a")
+    s.add_box(o, (8, 9, 7), (32, 27, 15))
+    res = s.propagate(o, method=method, direction="forward")
+    m = s.result(o)
+    assert res.processed == [12, 13, 14, 15] and res.stopped == {(o, 11, 1): "end"}
+    assert not m[13].any() and dice(m[14:16], a[14:16]) > 0.97
+    o2 = s.add_object("2D box")
+    s.add_box(o2, (8, 9, 11), (32, 27, 11))
+    res2 = s.propagate(o2, method="box3d", direction="forward")
+    assert res2.processed == [12, 13] and res2.stopped == {(o2, 11, 1): "vanished"}
+    assert not s.result(o2)[13:].any()
+
+
 def test_box3d_is_the_default_for_a_model_without_a_video_tracker():
     s = _session(RegionPredictor(), [])
     assert s.default_method == "box3d"
