@@ -57,17 +57,23 @@ def write_cases(out: Path) -> list[Path]:
 
 
 def run_case_cli(npz: Path, out: Path, model: str, device: str, extra: list[str]) -> tuple[list[str], float, float]:
-    """One ``oncoseg evaluate interactive`` call on one case; returns (command, wall s, CPU s of the child)."""
-    import resource
+    """One ``oncoseg evaluate interactive`` call on one case; returns (command, wall s, CPU s of that child).
+
+    The CPU time is the child's own (``os.wait4``): ``getrusage(RUSAGE_CHILDREN)`` would mix in the other cases
+    running side by side.
+    """
+    import os
 
     cmd = [sys.executable, "-m", "OncoSegLib", "evaluate", "interactive", "--data", str(npz), "--model", model,
            "--device", device, "--modality", "ct", "--out", str(out), "--quiet", *extra]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return cmd, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return cmd, wall, usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
