@@ -490,12 +490,58 @@ class SegmentationSession:
                   ) -> SliceResult:
         """Click at voxel ``ijk`` (i, j, k) on the slice through it along ``axis``; re-decodes that slice."""
         ref, row, col = self._ref_from_ijk(ijk, axis, "point")
+        if "point" not in getattr(self.predictor, "trained_prompts", ("point", "box")):  # box-only (LiteMedSAM)
+            res = self._click_as_box(obj, ref, row, col, positive)
+            if res is not None:
+                return res
 
         def edit(sp: SlicePrompts) -> None:
             sp.points.append((row, col))
             sp.labels.append(1 if positive else 0)
 
         return self._prompt_action(obj, "point", ref, edit)
+
+    def _click_as_box(self, obj: ObjectId, ref: SliceRef, row: float, col: float, positive: bool
+                      ) -> SliceResult | None:
+        """A click for a model trained with boxes only: an edit of the slice's box or mask
+        (:mod:`OncoSegLib.click_to_box`), then the usual re-decode and re-propagation. None: no edit applies."""
+        from scipy import ndimage
+
+        from OncoSegLib.click_to_box import click_edit, mask_box
+
+        o = self._obj(obj)
+        with self._lock:
+            sp0 = o.prompts.get(ref)
+            cur = np.array(get_slice(o.mask, ref.axis, ref.index), dtype=bool)
+            near = None
+            if not cur.any() and (sp0 is None or sp0.box is None):
+                n = num_slices(self.shape_kji, ref.axis)
+                for d in range(1, n):  # the nearest non-empty slice of the object along this axis
+                    for idx in (ref.index - d, ref.index + d):
+                        if near is None and 0 <= idx < n:
+                            near = mask_box(get_slice(o.mask, ref.axis, idx))
+                    if near is not None:
+                        break
+            ed = click_edit(cur, sp0.box if sp0 is not None else None, near, row, col, positive)
+            if ed is None:
+                return None
+            new_mask = ed.mask
+            if ed.region_box is not None:
+                lab, _ = ndimage.label(self._decode(ref, None, None, ed.region_box).mask)
+                hit = lab[int(round(row)), int(round(col))]
+                if hit == 0:
+                    return None
+                new_mask = cur | (lab == hit)
+
+            def edit(sp: SlicePrompts) -> None:
+                sp.points.clear()
+                sp.labels.clear()
+                if new_mask is None:
+                    sp.box, sp.mask = ed.box, None
+                else:
+                    sp.box, sp.mask = None, new_mask
+
+            return self._prompt_action(obj, "point", ref, edit)
 
     def add_box(self, obj: ObjectId, ijk_min: Sequence[float], ijk_max: Sequence[float], axis: str = "axial"
                 ) -> SliceResult:

@@ -49,6 +49,8 @@ class LiteMedSamPredictor:
 
     has_text = False
     has_video = False
+    #: prompts the network was trained with: the session turns clicks into box edits (OncoSegLib.click_to_box)
+    trained_prompts: tuple[str, ...] = ("box",)
     image_size = pp.MODEL_SIZE
     mask_size = pp.MODEL_SIZE
     ct_window: tuple[float, float] = pp.CT_WINDOW
