@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from OncoSegLib.cancel import ProgressCallback, report
 from OncoSegLib.errors import InputError, ModelError
-from OncoSegLib.io.atomic import atomic_path, atomic_write_text
+from OncoSegLib.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +167,9 @@ def _real_demo(out: Path, final: Path, model: str | Path | None, method: str | N
     from OncoSegLib.export.labelmap_io import conform_labelmap
     from OncoSegLib.export.overlay import PALETTE
     from OncoSegLib.export.roi import RoiSpec
-    from OncoSegLib.export.rtstruct import write_rtstruct
-    from OncoSegLib.export.seg import write_seg
     from OncoSegLib.io.dicom_series import read_dicom_series
     from OncoSegLib.io.dicom_write import write_dicom_series
-    from OncoSegLib.io.nifti import read_nifti, write_nifti
+    from OncoSegLib.io.nifti import read_nifti
     from OncoSegLib.session import SegmentationSession
 
     timings: dict[str, float] = {}
@@ -231,15 +229,9 @@ def _real_demo(out: Path, final: Path, model: str | Path | None, method: str | N
     names = {lab: name for name, lab in label_of.items()}
     colors = {lab: PALETTE[(lab - 1) % len(PALETTE)] for lab in names}
     present = [lab for lab in sorted(names) if (pred_labels == lab).any()]
-    files = {"dicom_series": str(dicom_dir),
-             "nifti": str(write_nifti(ct.with_array(pred_labels), out / "segmentation.nii.gz")),
-             "reference_nifti": str(write_nifti(ct.with_array(truth), out / "reference.nii.gz"))}
     rois = [RoiSpec(label=lab, name=names[lab], color=colors[lab], interpreted_type="ORGAN") for lab in present]
-    if present:
-        files["rtstruct"] = str(write_rtstruct(pred_labels, ct, out / "rtstruct.dcm", rois=rois,
-                                               series_description="OncoSeg demo structures (LiteMedSAM)"))
-        files["seg"] = str(write_seg(pred_labels, ct, out / "segmentation_seg.dcm", rois=rois,
-                                     series_description="OncoSeg demo segmentation (LiteMedSAM)"))
+    files = {"dicom_series": str(dicom_dir),
+             **_write_outputs(out, ct, pred_labels, truth, "reference.nii.gz", rois, f" ({model or REAL_MODEL})")}
     timings["export_s"] = time.perf_counter() - t
 
     # 5. metrics against the reference + overlay + report
@@ -279,6 +271,24 @@ def _real_demo(out: Path, final: Path, model: str | Path | None, method: str | N
     atomic_write_text(out / "report.json", json.dumps(rep, indent=2))
     report(progress, steps, steps, "done")
     return rep
+
+
+def _write_outputs(out: Path, ct: Any, pred_labels: np.ndarray, truth: np.ndarray, truth_name: str,
+                   rois: list[Any], what: str) -> dict[str, str]:
+    """NIfTI prediction + truth/reference, and (when a structure was found) RTSTRUCT and SEG on the series ``ct``."""
+    from OncoSegLib.export.rtstruct import write_rtstruct
+    from OncoSegLib.export.seg import write_seg
+    from OncoSegLib.io.nifti import write_nifti
+
+    key = "truth_nifti" if truth_name.startswith("truth") else "reference_nifti"
+    files = {"nifti": str(write_nifti(ct.with_array(pred_labels), out / "segmentation.nii.gz")),
+             key: str(write_nifti(ct.with_array(truth), out / truth_name))}
+    if rois:
+        files["rtstruct"] = str(write_rtstruct(pred_labels, ct, out / "rtstruct.dcm", rois=rois,
+                                               series_description=f"OncoSeg demo structures{what}"))
+        files["seg"] = str(write_seg(pred_labels, ct, out / "segmentation_seg.dcm", rois=rois,
+                                     series_description=f"OncoSeg demo segmentation{what}"))
+    return files
 
 
 def _model_info(bundle: Any, name: str | Path) -> dict[str, Any]:
@@ -356,16 +366,6 @@ def run_phantom_demo(out_dir: str | Path, model: str | Path | None = None, seed:
         seed, shape_kji: phantom seed and grid (K, J, I).
         method: propagation method ("box", "centroid" or "memory").
     """
-    from OncoSegLib import metrics
-    from OncoSegLib.export.roi import RoiSpec
-    from OncoSegLib.export.rtstruct import write_rtstruct
-    from OncoSegLib.export.seg import write_seg
-    from OncoSegLib.io.dicom_series import read_dicom_series
-    from OncoSegLib.io.dicom_write import write_dicom_series
-    from OncoSegLib.io.nifti import write_nifti
-    from OncoSegLib.phantoms import make_ct_phantom
-    from OncoSegLib.session import SegmentationSession
-
     with staged_output(out_dir, overwrite) as out:
         return _phantom_demo(out, Path(out_dir), model, seed, shape_kji, method, progress)
 
@@ -374,11 +374,8 @@ def _phantom_demo(out: Path, final: Path, model: str | Path | None, seed: int, s
                   method: str, progress: ProgressCallback | None) -> dict[str, Any]:
     from OncoSegLib import metrics
     from OncoSegLib.export.roi import RoiSpec
-    from OncoSegLib.export.rtstruct import write_rtstruct
-    from OncoSegLib.export.seg import write_seg
     from OncoSegLib.io.dicom_series import read_dicom_series
     from OncoSegLib.io.dicom_write import write_dicom_series
-    from OncoSegLib.io.nifti import write_nifti
     from OncoSegLib.phantoms import make_ct_phantom
     from OncoSegLib.session import SegmentationSession
 
@@ -452,16 +449,10 @@ def _phantom_demo(out: Path, final: Path, model: str | Path | None, seed: int, s
     report(progress, 3, 6, "writing NIfTI, RTSTRUCT and SEG")
     names = {lab: name for name, (_, lab) in obj_ids.items()}
     present = [lab for lab in sorted(names) if (pred_labels == lab).any()]
-    nifti_path = write_nifti(ct.with_array(pred_labels), out / "segmentation.nii.gz")
-    write_nifti(ct.with_array(truth.astype(np.uint8)), out / "truth.nii.gz")
     rois = [RoiSpec(label=lab, name=names[lab], color=COLORS.get(names[lab], (0, 200, 255)),
                     interpreted_type=ROI_TYPES.get(names[lab], "ORGAN")) for lab in present]
-    files = {"dicom_series": str(dicom_dir), "nifti": str(nifti_path), "truth_nifti": str(out / "truth.nii.gz")}
-    if present:
-        files["rtstruct"] = str(write_rtstruct(pred_labels, ct, out / "rtstruct.dcm", rois=rois,
-                                               series_description="OncoSeg demo structures"))
-        files["seg"] = str(write_seg(pred_labels, ct, out / "segmentation_seg.dcm", rois=rois,
-                                     series_description="OncoSeg demo segmentation"))
+    files = {"dicom_series": str(dicom_dir),
+             **_write_outputs(out, ct, pred_labels, truth.astype(np.uint8), "truth.nii.gz", rois, "")}
     timings["export_s"] = time.perf_counter() - t
 
     # 5. metrics + overlay + report

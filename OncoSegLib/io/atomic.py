@@ -129,3 +129,23 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``target`` atomically and return the path."""
     return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def replace_dir(staging: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Move the finished folder ``staging`` to ``dest``, replacing an existing ``dest`` (same filesystem).
+
+    The old ``dest`` is renamed to ``.<name>.old`` first and removed only after the new folder is in place, so a
+    crash leaves either the old or the new folder, never a mixture.
+    """
+    import shutil
+
+    staging, dest = Path(staging), Path(dest)
+    backup = None
+    if dest.exists():
+        backup = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        dest.rename(backup)
+    staging.rename(dest)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    return dest

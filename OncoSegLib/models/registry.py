@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from OncoSegLib.errors import ModelError
-from OncoSegLib.io.atomic import atomic_write_text
+from OncoSegLib.io.atomic import atomic_write_text, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -412,15 +412,7 @@ def import_model(path: str | os.PathLike, name: str | None = None, modalities: l
             verify_sha256(staging, packaged.sha256, f"imported model '{name}'")
         digests = {p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*"))
                    if p.is_file()}
-        backup = None
-        if dest.exists():
-            backup = dest.with_name(f".{name}.old")
-            if backup.exists():
-                shutil.rmtree(backup)
-            dest.rename(backup)
-        staging.rename(dest)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        replace_dir(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -121,7 +121,7 @@ def install(path: str | os.PathLike, size: int = SOURCE_SIZE, sha256: str = SOUR
 
     ``size``/``sha256`` are the pinned release's (tests pass their own for small fake wheels). Returns the store.
     """
-    from OncoSegLib.io.atomic import make_temp_dir, output_mode
+    from OncoSegLib.io.atomic import make_temp_dir, output_mode, replace_dir
 
     src = Path(path).expanduser()
     if not src.is_file():
@@ -143,14 +143,7 @@ def install(path: str | os.PathLike, size: int = SOURCE_SIZE, sha256: str = SOUR
         (staging / PROVENANCE_FILE).write_text(json.dumps(prov, indent=2), encoding="utf-8")
         for f in staging.iterdir():  # readable like any output file (safetensors writes 0600)
             os.chmod(f, output_mode())
-        backup = None
-        if dest.exists():
-            backup = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            dest.rename(backup)
-        staging.rename(dest)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+        replace_dir(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
