@@ -10,7 +10,8 @@ Dice is computed against the structure's whole reference mask (all components).
     python benchmarks/box3d.py --model demo --phantoms 3 --no-real   # the shipped demo model, phantoms only
     python benchmarks/box3d.py --methods medsam box3d box             # any propagation methods
 
-Every slice is encoded once per case (the embedding cache is shared by all methods and structures), so the time
+On a busy shared machine pass ``--threads 1`` (two torch threads waiting on each other were several times slower
+there). Every slice is encoded once per case (the embedding cache is shared by all methods and structures), so the time
 column is the propagation's own decoder + rule time; the encode time is printed once per case.
 """
 
