@@ -104,7 +104,7 @@ class OncoSegParameterNode:
     model: str = "latest"
     device: Annotated[str, Choice(list(oncoParams.DEVICE_CHOICES))] = "auto"
     propagateDirection: Annotated[str, Choice(list(oncoParams.DIRECTION_CHOICES))] = "both"
-    propagateMethod: Annotated[str, Choice(list(oncoParams.METHOD_CHOICES))] = "memory"
+    propagateMethod: Annotated[str, Choice(list(oncoParams.METHOD_CHOICES))] = "auto"
     overwritePolicy: Annotated[str, Choice(list(oncoParams.OVERWRITE_CHOICES))] = "protect"
     promptAxis: Annotated[str, Choice(list(oncoParams.AXIS_CHOICES))] = "auto"
     lowConfidence: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
@@ -651,7 +651,7 @@ class OncoSegLogic(ScriptedLoadableModuleLogic):
             self.writeResult(volumeNode, segmentationNode, result, overwritePolicy)
         return segmentationNode
 
-    def propagate(self, volumeNode, segmentationNode, name="Segment_1", direction="both", method="memory",
+    def propagate(self, volumeNode, segmentationNode, name="Segment_1", direction="both", method="auto",
                   modality=None, model="latest", overwritePolicy="protect", device="auto"):
         """Propagate an already prompted object through the volume; returns the segmentation node."""
         result = self.run(self._request("propagate", volumeNode, modality, model, device, name=name,

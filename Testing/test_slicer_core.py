@@ -223,3 +223,21 @@ def test_prompts_from_markups_oblique_with_transform():
     ps.validate(v.shape_ijk)
     with pytest.raises(InputError, match="outside"):
         prompts_from_markups("t", ras_to_ijk, v.shape_ijk, parent, to_world([[40, 0, 0]]))
+
+
+def test_auto_method_runs_the_models_default_and_never_memory_without_a_tracker(ct):
+    """The panel's default propagation method is "auto": a tracker-less model (LiteMedSAM, the CPU fallback; here
+    the tiny tracker-only bundle) gets its own default (box3d), never SAM3 memory, which it cannot run."""
+    from OncoSegLib.models.tiny import tiny_bundle
+    from OncoSegLib.slicer_support.params import ModuleSettings
+
+    assert ModuleSettings().propagateMethod == "auto"
+    core = C.OncoSegCore()
+    core.use_bundle(tiny_bundle(seed=0, text=False, video=False), "tiny-tracker-only")
+    core.set_volume(ct, "node1:1", "ct")
+    core.apply_prompts(ObjectPrompts("organ", boxes=[BoxPrompt((14, 10, 1), (34, 30, 4), "axial")]))
+    session = core._require()
+    assert not getattr(session.predictor, "has_video", False)
+    core.propagate("organ", "both", "auto")
+    lp = session._objects[session.object_id("organ")].last_propagation
+    assert lp["method"] == session.default_method == "box3d"

@@ -21,7 +21,7 @@ from OncoSegLib.errors import InputError
 
 STRATEGIES = ("propagate", "every_slice")
 KEEP = ("largest", "all")
-PROPAGATION = ("auto", "memory", "centroid", "box")
+PROPAGATION = ("auto", "memory", "centroid", "box", "medsam", "box3d")
 #: Names longer than this may be cut by treatment planning systems (a warning, not an error).
 MAX_SAFE_NAME = 16
 #: Default candidates propagated per structure: keep=largest compares a few, keep=all keeps up to ten.
@@ -71,7 +71,8 @@ class Protocol:
         strategy: "propagate" (detect on probe slices, propagate each instance in 3D) or "every_slice" (detect on
             every axial slice, 3D connected components are the instances).
         probe_slices: number of evenly spaced axial slices searched by the propagate strategy.
-        propagation: "auto" (memory when the model has a video tracker, else centroid), "memory", "centroid", "box".
+        propagation: "auto" (memory when the model has a video tracker, else centroid), "memory", "centroid", "box",
+            "medsam", "box3d" (see :mod:`OncoSegLib.propagation`).
         window: CT window (low, high) in HU, None = the preprocessing default.
         low_confidence_score: an instance scoring below this is flagged low-confidence in the report.
         source: the file it was read from ("" when built in code).

@@ -279,14 +279,18 @@ class OncoSegCore:
             out.append(r)
         return out
 
-    def propagate(self, name: str, direction: str = "both", method: str = "memory",
+    def propagate(self, name: str, direction: str = "both", method: str = "auto",
                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> ObjectResult:
-        """Propagate object ``name`` through the volume; on cancel the partial result is kept and returned."""
+        """Propagate object ``name`` through the volume; on cancel the partial result is kept and returned.
+
+        ``method`` "auto" (or None) = the model's own default (memory with a SAM3 tracker, box3d without one).
+        """
         s = self._require()
         from OncoSegLib.errors import Cancelled
 
         try:
-            s.propagate(self.object_id(name), direction=direction, method=method, progress=progress, cancel=cancel)
+            s.propagate(self.object_id(name), direction=direction, method=None if method in (None, "auto") else method,
+                        progress=progress, cancel=cancel)
         except Cancelled:
             pass  # the session keeps what was done; show it
         return self._result(name)

@@ -36,7 +36,7 @@ class Request:
     axis: str = "axial"
     name: str = ""
     direction: str = "both"
-    method: str = "memory"
+    method: str = "auto"
 
 
 def run(core: Any, request: Request, cancel: CancelToken, progress: ProgressCallback) -> Any:

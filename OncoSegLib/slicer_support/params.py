@@ -14,7 +14,7 @@ from typing import Any
 MODALITY_CHOICES: tuple[str, ...] = ("auto", "ct", "mri", "pet", "ultrasound", "xray", "chest_xray", "mammography",
                                      "dermoscopy", "endoscopy", "srh")
 DIRECTION_CHOICES: tuple[str, ...] = ("both", "forward", "backward")
-METHOD_CHOICES: tuple[str, ...] = ("memory", "centroid", "box")
+METHOD_CHOICES: tuple[str, ...] = ("auto", "memory", "box3d", "medsam", "centroid", "box")  # auto: the model's default
 OVERWRITE_CHOICES: tuple[str, ...] = ("protect", "overwrite", "overlap")
 AXIS_CHOICES: tuple[str, ...] = ("auto", "axial", "coronal", "sagittal")
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "mps", "cpu")
@@ -26,6 +26,7 @@ CHOICE_LABELS: dict[str, str] = {
     "endoscopy": "Endoscopy", "srh": "SRH (histology)",
     "both": "Both directions", "forward": "Forward (+k)", "backward": "Backward (-k)",
     "memory": "Memory (SAM3 tracker)", "centroid": "Centroid reseed", "box": "Previous-mask box",
+    "box3d": "3D box (LiteMedSAM default)", "medsam": "MedSAM rule",
     "protect": "Keep other segments", "overwrite": "Overwrite other segments", "overlap": "Allow overlap",
     "axial": "Axial (k)", "coronal": "Coronal (j)", "sagittal": "Sagittal (i)",
     "cuda": "CUDA GPU", "mps": "Apple GPU", "cpu": "CPU",
@@ -50,7 +51,7 @@ class ModuleSettings:
     modality: str = "auto"
     model: str = "latest"
     propagateDirection: str = "both"
-    propagateMethod: str = "memory"
+    propagateMethod: str = "auto"
     overwritePolicy: str = "protect"
     promptAxis: str = "auto"
     device: str = "auto"
