@@ -8,15 +8,21 @@ boxes are (r0, c0, r1, c1) with inclusive pixel centres.
 Rules (:func:`click_edit`):
 
 - positive click outside the current box (the slice's own box prompt, else the box of its current mask, else the
-  box of the nearest non-empty slice's mask): the box grows to include the click plus a margin;
+  box of the nearest non-empty slice's mask): the box grows to include the click plus a margin; the slice's mask
+  becomes the current mask plus the model's answer to that box (a positive click never removes pixels);
 - positive click inside the box but outside the mask (the box already covers it, a new box would answer the same):
   the mask keeps what it has and gains the region that the model answers for a box around the click as big as the
   current box (the component containing the click only);
 - negative click on a connected component of the mask that is not the largest: that component is removed;
-- negative click on the largest component: the box side nearest the click moves past the click by the margin;
+- negative click on the largest component: the box side nearest the click moves to the click; the slice's mask
+  becomes the current mask cut to the model's answer to that box (a negative click never adds pixels);
 - anything else (no box anywhere, a click already right): ``None`` (the caller keeps its usual point decoding).
 
-Margin: max(2 pixels, 10% of the box side) — the 10% is the box-propagation margin of :mod:`OncoSegLib.propagation`
+The session applies the edit to the clicked slice only (no re-propagation, ``SegmentationSession.
+box_click_repropagate``): measured on the real CT (docs/evaluation.md), re-propagating from an edited slice carried
+its smaller/larger box into the neighbouring slices and cost more than the click gained.
+
+Margin (growing only): max(2 pixels, 10% of the box side) — the 10% is the box-propagation margin of :mod:`OncoSegLib.propagation`
 (not fitted to a case).
 """
 
@@ -34,12 +40,14 @@ MIN_MARGIN_PX = 2.0
 
 @dataclass
 class ClickEdit:
-    """What a click becomes. ``box``: the slice's new box prompt (decode it); ``mask``: the slice's new mask (H, W)
-    bool, set as it is (no decoding); ``region_box``: decode this box and add the component containing the click to
-    the current mask. ``kind`` names the rule (for logs and tests)."""
+    """What a click becomes. ``box``: decode this box and combine the answer with the current mask by ``combine``
+    ("or": union, "and": intersection); ``mask``: the slice's new mask (H, W) bool, set as it is (no decoding);
+    ``region_box``: decode this box and add the component containing the click to the current mask. ``kind`` names
+    the rule (for logs and tests)."""
 
     kind: str
     box: Box | None = None
+    combine: str = "or"
     mask: np.ndarray | None = None
     region_box: Box | None = None
 
@@ -106,18 +114,15 @@ def click_edit(mask: np.ndarray, box: Box | None, neighbour_box: Box | None, row
     r0, c0, r1, c1 = base
     d = {"top": row - r0, "bottom": r1 - row, "left": col - c0, "right": c1 - col}
     side = min(d, key=d.get)  # type: ignore[arg-type]
-    mr, mc = _margin(r0, r1), _margin(c0, c1)
     if side == "top":
-        r0 = row + mr
+        r0 = row
     elif side == "bottom":
-        r1 = row - mr
+        r1 = row
     elif side == "left":
-        c0 = col + mc
+        c0 = col
     else:
-        c1 = col - mc
-    if r0 > r1 or c0 > c1:
-        return ClickEdit("remove component", mask=np.where(lab == hit, False, m))
-    return ClickEdit("shrink box", box=(r0, c0, r1, c1))
+        c1 = col
+    return ClickEdit("shrink box", box=(r0, c0, r1, c1), combine="and")
 
 
 __all__ = ["ClickEdit", "click_edit", "mask_box", "MARGIN_FRACTION", "MIN_MARGIN_PX"]

@@ -223,6 +223,7 @@ class SegmentationSession:
         self._data = threading.RLock()  # short: object dict + per-plane writes vs readers on other threads
         self.last_repropagation: PropagationResult | None = None
         self._last_text_features: tuple[CacheKey, Any] | None = None
+        self.box_click_repropagate = False  # a click turned into a box edit changes its own slice only (add_point)
 
     # ================================================================== volume
     def set_volume(self, volume: Volume, modality: str | None = None, window: tuple[float, float] | None = None
@@ -462,8 +463,8 @@ class SegmentationSession:
         return SliceOutcome(mask=np.asarray(pred.mask, dtype=bool), iou=nan if pred.iou is None else float(pred.iou),
                             presence=nan if pred.presence is None else float(pred.presence))
 
-    def _prompt_action(self, obj: ObjectId, kind: str, ref: SliceRef, edit: Callable[[SlicePrompts], None]
-                       ) -> SliceResult:
+    def _prompt_action(self, obj: ObjectId, kind: str, ref: SliceRef, edit: Callable[[SlicePrompts], None],
+                       repropagate: bool = True) -> SliceResult:
         o = self._obj(obj)
         with self._lock:
             self._begin(kind, [o.id])
@@ -472,7 +473,8 @@ class SegmentationSession:
                     sp = o.prompts.setdefault(ref, SlicePrompts())
                     edit(sp)
                 res = self._decode_slice(o, ref)
-                self._maybe_repropagate(o, ref)
+                if repropagate:
+                    self._maybe_repropagate(o, ref)
             except BaseException:
                 self._abort()
                 raise
@@ -507,7 +509,7 @@ class SegmentationSession:
         (:mod:`OncoSegLib.click_to_box`), then the usual re-decode and re-propagation. None: no edit applies."""
         from scipy import ndimage
 
-        from OncoSegLib.click_to_box import click_edit, mask_box
+        from OncoSegLib.click_to_box import ClickEdit, click_edit, mask_box
 
         o = self._obj(obj)
         with self._lock:
@@ -526,6 +528,17 @@ class SegmentationSession:
             if ed is None:
                 return None
             new_mask = ed.mask
+            if ed.box is not None:  # the box's answer, combined with what the slice has (click_to_box)
+                got = self._decode(ref, None, None, ed.box).mask
+                new_mask = (cur | got) if ed.combine == "or" else (cur & got)
+                if ed.combine == "or" and not new_mask[int(round(row)), int(round(col))]:
+                    # the grown box's answer still misses the click: add the answer around the click (region rule)
+                    r0, c0, r1, c1 = ed.box
+                    hr, hc = (r1 - r0) / 4.0, (c1 - c0) / 4.0
+                    ed = ClickEdit("add region", region_box=(max(0.0, row - hr), max(0.0, col - hc),
+                                                             min(cur.shape[0] - 1.0, row + hr),
+                                                             min(cur.shape[1] - 1.0, col + hc)))
+                    cur = new_mask
             if ed.region_box is not None:
                 lab, _ = ndimage.label(self._decode(ref, None, None, ed.region_box).mask)
                 hit = lab[int(round(row)), int(round(col))]
@@ -536,12 +549,9 @@ class SegmentationSession:
             def edit(sp: SlicePrompts) -> None:
                 sp.points.clear()
                 sp.labels.clear()
-                if new_mask is None:
-                    sp.box, sp.mask = ed.box, None
-                else:
-                    sp.box, sp.mask = None, new_mask
+                sp.box, sp.mask = None, new_mask
 
-            return self._prompt_action(obj, "point", ref, edit)
+            return self._prompt_action(obj, "point", ref, edit, repropagate=self.box_click_repropagate)
 
     def add_box(self, obj: ObjectId, ijk_min: Sequence[float], ijk_max: Sequence[float], axis: str = "axial"
                 ) -> SliceResult:
