@@ -542,9 +542,9 @@ class SegmentationSession:
             if ed.region_box is not None:
                 lab, _ = ndimage.label(self._decode(ref, None, None, ed.region_box).mask)
                 hit = lab[int(round(row)), int(round(col))]
-                if hit == 0:
-                    return None
-                new_mask = cur | (lab == hit)
+                if hit == 0 and new_mask is None:
+                    return None  # nothing decoded around the click and no edit made: usual point decoding
+                new_mask = cur | (lab == hit) if hit else cur  # never the point-only decode once a box exists
 
             def edit(sp: SlicePrompts) -> None:
                 sp.points.clear()
