@@ -6,7 +6,7 @@ Real demo (default, :func:`run_demo`):
    in its README) is written as a DICOM series and read back through the same reader users' scans go through.
 2. The **LiteMedSAM** model (real MedSAM-distilled weights, CPU-light; see ``oncoseg models list``) opens a
    :class:`~OncoSegLib.session.SegmentationSession`.
-3. Prompts: one 3D box per organ (the box of the organ's largest connected part on its middle slice, plus its slice
+3. Prompts: one 3D box per organ (the organ's 2D box on its middle slice - the CVPR challenge's box - plus its slice
    range) taken FROM THE REFERENCE LABEL MAP, as a user would draw them; each box is propagated through its range
    with the model's default 3D method. The report and the screen say so.
 4. Export: NIfTI label map, DICOM RTSTRUCT and DICOM SEG referencing the written series, an overlay PNG with a legend
@@ -112,29 +112,23 @@ REAL_PLAN: list[tuple[str, int]] = [
 ]
 REAL_SOURCE = ("TotalSegmentator test data (wasserth/TotalSegmentator, Apache-2.0); Wasserthal et al., Radiology: AI "
                "2023. Reference labels: TotalSegmentator v2 output kept as its regression reference.")
-PROMPT_NOTE = ("prompts are 3D boxes taken from the reference label map (box of each organ's largest connected part "
-               "on its middle slice + its slice range), as a user would draw them")
+PROMPT_NOTE = ("prompts are 3D boxes taken from the reference label map (each organ's 2D box on its middle slice + "
+               "its slice range, the CVPR challenge's box), as a user would draw them")
 
 
 def box3d_from_mask(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-    """A user's 3D box around ``mask`` (K, J, I): voxel IJK corners (inclusive) or None when empty.
+    """A user's 3D box around ``mask`` (K, J, I): voxel IJK corners (inclusive), or None when empty.
 
-    The in-plane box is the tight box of the largest 3D connected part on its middle slice (the slice a user would
-    draw on); the k range is that part's slice range. The session prompts the middle slice and propagates over the
-    range.
+    The CVPR challenge's box (``get_boxes.py`` without its random enlargement): the 2D box of the middle slice
+    holding the structure, plus the structure's slice range — what a 3D box in a prompts file means. The session
+    prompts the middle slice and propagates over the range.
     """
-    comp, n = ndimage.label(mask)
-    if n == 0:
+    from OncoSegLib.evaluation.click_protocol import box_from_mask
+
+    if not mask.any():
         return None
-    sizes = np.bincount(comp.ravel())
-    sizes[0] = 0
-    part = comp == int(np.argmax(sizes))
-    ks = np.nonzero(part.any(axis=(1, 2)))[0]
-    k_lo, k_hi = int(ks.min()), int(ks.max())
-    k_mid = (k_lo + k_hi) // 2
-    k = int(ks[np.argmin(np.abs(ks - k_mid))])  # nearest slice holding the part (a U-shape may skip the middle)
-    jj, ii = np.nonzero(part[k])
-    return (int(ii.min()), int(jj.min()), k_lo), (int(ii.max()), int(jj.max()), k_hi)
+    b = box_from_mask(mask)
+    return (b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max)
 
 
 def _load_real_model(model: str | Path | None, device: str) -> Any:

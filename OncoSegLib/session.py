@@ -222,6 +222,9 @@ class SegmentationSession:
         self._lock = threading.RLock()  # one edit at a time (prompts, propagation, undo, set_volume)
         self._data = threading.RLock()  # short: object dict + per-plane writes vs readers on other threads
         self.last_repropagation: PropagationResult | None = None
+        #: constants of the ``box3d`` propagation rule; ``Box3DRule(clamp_in_plane=True)`` when 3D boxes are the
+        #: objects' tight 3D extent rather than the middle slice's 2D box (CVPR / prompts-file style, the default)
+        self.box3d_rule = Box3DRule()
         self._last_text_features: tuple[CacheKey, Any] | None = None
         self.box_click_repropagate = False  # a click turned into a box edit changes its own slice only (add_point)
 
@@ -774,7 +777,7 @@ class SegmentationSession:
                 lo, hi = o.bounds[axis]
                 limit = boxes.get((lo + hi) // 2)
             sr, sc = self._slice_px_per_model_px(axis)
-            rule = Box3DRule()
+            rule = self.box3d_rule
             return Box3DStepper(decode, boxes, limit, (rule.shift_model_px * sr, rule.shift_model_px * sc), rule)
         n = num_slices(self.shape_kji, axis)
         return MemoryStepper(self.predictor, lambda i: self.embeddings(axis, i), lambda i: self.pixels(axis, i), n,

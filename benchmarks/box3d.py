@@ -1,10 +1,12 @@
 """3D from one box: per-structure 3D Dice of MedSAM's rule (``medsam``) against OncoSeg's rule, on the real CT and on
 phantoms, through the public session API.
 
-Prompts (CVPR 2024 style 3D boxes, taken from the reference label map): per structure, the tight 3D bounding box of
-its largest 26-connected component; :meth:`SegmentationSession.add_box` prompts the box's middle slice (the median
-of its axial slice range, ``(lo + hi) // 2``) with the box's in-plane extent and bounds propagation to the range.
-Dice is computed against the structure's whole reference mask (all components).
+Prompts (``--box cvpr``, the default): the CVPR challenge's 3D box of each structure, taken from the reference label
+map as ``get_boxes.py`` makes it (without its random enlargement; ``OncoSegLib.evaluation.click_protocol.box_from_mask``):
+the 2D box of the middle slice holding the structure plus its slice range — what a 3D box in a prompts file means.
+``--box tight``: the tight 3D bounding box of the largest 26-connected component instead (an easier prompt: its
+in-plane extent covers every slice). :meth:`SegmentationSession.add_box` prompts the box's middle slice
+``(lo + hi) // 2`` and bounds propagation to the range. Dice is against the structure's whole reference mask.
 
     python benchmarks/box3d.py                          # litemedsam (real weights), real CT + 3 phantoms
     python benchmarks/box3d.py --model demo --phantoms 3 --no-real   # the shipped demo model, phantoms only
@@ -57,13 +59,25 @@ def box_from_reference(mask_kji: np.ndarray) -> Box3D:
     return Box3D((int(i[0]), int(j[0]), int(k[0])), (int(i[-1]), int(j[-1]), int(k[-1])))
 
 
+def cvpr_box(mask_kji: np.ndarray) -> Box3D:
+    """The challenge's 3D box (IJK, inclusive): 2D box on the middle distinct slice + the slice range."""
+    from OncoSegLib.evaluation.click_protocol import box_from_mask
+
+    b = box_from_mask(mask_kji)
+    return Box3D((b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max))
+
+
+BOXES: dict[str, Callable[[np.ndarray], Box3D]] = {"cvpr": cvpr_box, "tight": box_from_reference}
+
+
 def dice3d(a: np.ndarray, b: np.ndarray) -> float:
     sa, sb = int(a.sum()), int(b.sum())
     return 1.0 if sa + sb == 0 else 2.0 * int(np.logical_and(a, b).sum()) / (sa + sb)
 
 
 def run_case(session: Any, volume: Any, labels: np.ndarray, structures: dict[int, str], methods: list[str],
-             window: tuple[float, float] | None = None) -> tuple[dict[str, dict[str, float]], dict[str, float], float]:
+             window: tuple[float, float] | None = None, box: str = "cvpr"
+             ) -> tuple[dict[str, dict[str, float]], dict[str, float], float]:
     """Segment every structure from its 3D box with every method on one volume.
 
     Returns (dice[name][method], seconds[method] summed over structures, encode seconds)."""
@@ -79,11 +93,11 @@ def run_case(session: Any, volume: Any, labels: np.ndarray, structures: dict[int
         ref = labels == label
         if not ref.any():
             continue
-        box = box_from_reference(ref)
+        b3 = BOXES[box](ref)
         out[name] = {}
         for method in methods:
             oid = session.add_object(f"{name} {method}")
-            session.add_box(oid, box.ijk_min, box.ijk_max)
+            session.add_box(oid, b3.ijk_min, b3.ijk_max)
             t = time.perf_counter()
             session.propagate(oid, method=method)
             secs[method] += time.perf_counter() - t
@@ -131,6 +145,7 @@ def main(argv: list[str] | None = None, session_factory: Callable[[str], Any] | 
     ap.add_argument("--phantoms", type=int, default=3, help="number of phantom seeds (0, 1, ...)")
     ap.add_argument("--no-real", action="store_true", help="skip the real CT")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--box", choices=sorted(BOXES), default="cvpr", help="3D box protocol (see the module docstring)")
     args = ap.parse_args(argv)
     import torch
 
@@ -140,19 +155,20 @@ def main(argv: list[str] | None = None, session_factory: Callable[[str], Any] | 
     from OncoSegLib.phantoms import make_ct_phantom
 
     session = (session_factory or make_session)(args.model)
-    print(f"3D from one box: model {args.model}, methods {args.methods}, torch threads {torch.get_num_threads()}")
+    print(f"3D from one box: model {args.model}, methods {args.methods}, {args.box} boxes, "
+          f"torch threads {torch.get_num_threads()}")
     all_rows: dict[str, dict[str, float]] = {}
     if not args.no_real:
         data = ROOT / "OncoSegLib" / "data" / "real_ct"
         vol = load_volume(str(data / "example_ct_sm.nii.gz"))
         seg = np.asarray(load_volume(str(data / "example_seg.nii.gz")).array)
-        d, secs, t_enc = run_case(session, vol, seg, REAL_CT_STRUCTURES, args.methods)
+        d, secs, t_enc = run_case(session, vol, seg, REAL_CT_STRUCTURES, args.methods, box=args.box)
         print_table(f"real CT (example_ct_sm, {vol.array.shape[::-1]} voxels IJK, 3 mm)", d, secs, t_enc,
                     args.methods)
         all_rows.update({f"CT {k}": v for k, v in d.items()})
     for seed in range(args.phantoms):
         ph = make_ct_phantom(seed=seed)
-        d, secs, t_enc = run_case(session, ph.volume, ph.labels, ph.names, args.methods)
+        d, secs, t_enc = run_case(session, ph.volume, ph.labels, ph.names, args.methods, box=args.box)
         print_table(f"phantom seed {seed}", d, secs, t_enc, args.methods)
         all_rows.update({f"phantom{seed} {k}": v for k, v in d.items()})
     if all_rows:
