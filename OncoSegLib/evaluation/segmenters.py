@@ -4,7 +4,9 @@
   :class:`~OncoSegLib.models.predictor.Sam3Predictor` and decodes every prompt of that slice.
 - :class:`SessionSegmenter` (CVPR25 click protocol): one :class:`~OncoSegLib.session.SegmentationSession` per
   image, one object per class: the box prompts slice ``z_mid`` and is propagated; each click is added with
-  ``add_point`` (the session re-decodes that slice and re-propagates what it affects).
+  ``add_point`` (the session re-decodes that slice and re-propagates what it affects). For a model trained with
+  boxes only (the predictor's ``trained_prompts``, LiteMedSAM) the session turns each click into an edit of that
+  slice's box or mask and changes that slice only (:mod:`OncoSegLib.click_to_box`; measured in docs/evaluation.md).
 """
 
 from __future__ import annotations
