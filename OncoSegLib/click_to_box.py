@@ -22,8 +22,12 @@ The session applies the edit to the clicked slice only (no re-propagation, ``Seg
 box_click_repropagate``): measured on the real CT (docs/evaluation.md), re-propagating from an edited slice carried
 its smaller/larger box into the neighbouring slices and cost more than the click gained.
 
-Margin (growing only): max(2 pixels, 10% of the box side) — the 10% is the box-propagation margin of :mod:`OncoSegLib.propagation`
-(not fitted to a case).
+When the grown box's answer still misses a positive click, the session adds the component holding the click of the
+answer to a box half the grown box's size centred on the click; when that misses too, the mask is the union so far
+(never the point-only decode, which gives LiteMedSAM almost nothing).
+
+Margin (growing only): max(2 pixels, 10% of the box side); the 10% is the box-propagation margin of
+:mod:`OncoSegLib.propagation` (not fitted to a case).
 """
 
 from __future__ import annotations

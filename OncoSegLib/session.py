@@ -509,7 +509,8 @@ class SegmentationSession:
     def _click_as_box(self, obj: ObjectId, ref: SliceRef, row: float, col: float, positive: bool
                       ) -> SliceResult | None:
         """A click for a model trained with boxes only: an edit of the slice's box or mask
-        (:mod:`OncoSegLib.click_to_box`), then the usual re-decode and re-propagation. None: no edit applies."""
+        (:mod:`OncoSegLib.click_to_box`) of the clicked slice only (re-propagation when ``box_click_repropagate``).
+        None: no edit applies (the caller decodes the point as usual)."""
         from scipy import ndimage
 
         from OncoSegLib.click_to_box import ClickEdit, click_edit, mask_box
