@@ -38,6 +38,7 @@ from scipy import ndimage
 
 from OncoSegLib.cancel import ProgressCallback, report
 from OncoSegLib.errors import InputError, ModelError
+from OncoSegLib.export.overlap import label_map_from_masks
 from OncoSegLib.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -210,9 +211,8 @@ def _real_demo(out: Path, final: Path, model: str | Path | None, method: str | N
                             "prompt": {"box_ijk": [list(box[0]), list(box[1])]},
                             "time_s": round(time.perf_counter() - t_obj, 3)}
     timings["segmentation_s"] = time.perf_counter() - t
-    pred_labels = np.zeros(ct.shape_kji, dtype=np.uint8)
-    for name, oid in oids.items():
-        pred_labels[session.result(oid)] = label_of[name]
+    pred_labels = label_map_from_masks([session.result(oid) for oid in oids.values()], ct.shape_kji,
+                                       [label_of[name] for name in oids])  # the one overlap rule (later wins)
     truth = np.zeros(ct.shape_kji, dtype=np.uint8)
     for name, lab in label_of.items():
         truth[reference == structures[name]["reference_label"]] = lab
@@ -427,9 +427,8 @@ def _phantom_demo(out: Path, final: Path, model: str | Path | None, seed: int, s
             session.add_point(oid, (i, j, k), positive=True)
             prompts_used[name] = {"point_ijk": [i, j, k]}
         session.propagate(oid, direction="both", method=method)
-    pred_labels = np.zeros(truth.shape, dtype=np.uint8)
-    for name, (oid, lab) in obj_ids.items():
-        pred_labels[session.result(oid)] = lab  # later objects win: the lesion is cut out of the liver
+    pred_labels = label_map_from_masks([session.result(oid) for oid, _ in obj_ids.values()], truth.shape,
+                                       [lab for _, lab in obj_ids.values()])  # later wins: lesion cut out of the liver
     timings["segmentation_s"] = time.perf_counter() - t
     t = time.perf_counter()
     text_results: dict[str, Any] = {}
