@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from OncoSegLib.click_to_box import click_edit, mask_box
-from OncoSegLib.io.loader import load_volume
 from OncoSegLib.session import SegmentationSession
 
-DATA = Path(__file__).resolve().parent.parent / "OncoSegLib" / "data" / "real_ct"
+from real_ct_support import ct, labels  # noqa: F401  (shared real-CT fixtures)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -42,18 +39,6 @@ def test_click_edit_rules_on_synthetic_masks():
     e = click_edit(np.zeros_like(m), None, mask_box(main), 25.0, 15.0, True)
     assert e is not None and e.kind == "grow box"
     assert click_edit(np.zeros_like(m), None, None, 25.0, 15.0, True) is None
-
-
-@pytest.fixture(scope="module")
-def ct():
-    return load_volume(DATA / "example_ct_sm.nii.gz")
-
-
-@pytest.fixture(scope="module")
-def labels(ct):
-    seg = load_volume(DATA / "example_seg.nii.gz")
-    assert seg.same_grid(ct)
-    return np.asarray(seg.array).astype(np.int32)
 
 
 @pytest.mark.parametrize("organ,label", [("liver", 5)])

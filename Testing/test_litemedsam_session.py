@@ -3,29 +3,15 @@ through the public SegmentationSession API with voxel IJK prompts; the oracle is
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from OncoSegLib.io.loader import load_volume
 from OncoSegLib.session import SegmentationSession
 
-DATA = Path(__file__).resolve().parent.parent / "OncoSegLib" / "data" / "real_ct"
+from real_ct_support import ct, labels  # noqa: F401  (shared real-CT fixtures)
+
 ORGANS = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3}
-
-
-@pytest.fixture(scope="module")
-def ct():
-    return load_volume(DATA / "example_ct_sm.nii.gz")
-
-
-@pytest.fixture(scope="module")
-def labels(ct):
-    seg = load_volume(DATA / "example_seg.nii.gz")
-    assert seg.same_grid(ct)
-    return np.asarray(seg.array).astype(np.int32)
 
 
 @pytest.fixture(scope="module")
