@@ -290,6 +290,8 @@ def _model_info(bundle: Any, name: str | Path) -> dict[str, Any]:
     for attr in ("source", "image_size"):
         if getattr(bundle, attr, None) is not None:
             info[attr] = str(getattr(bundle, attr)) if attr == "source" else int(getattr(bundle, attr))
+    if getattr(bundle, "encoder_name", None):  # which image encoder ran (LiteMedSAM: OpenVINO or PyTorch)
+        info["encoder"] = str(bundle.encoder_name)
     if callable(getattr(bundle, "parameter_count", None)):
         info["parameters"] = int(bundle.parameter_count())
     return info

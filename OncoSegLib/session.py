@@ -557,10 +557,12 @@ class SegmentationSession:
 
             return self._prompt_action(obj, "point", ref, edit, repropagate=self.box_click_repropagate)
 
-    def add_box(self, obj: ObjectId, ijk_min: Sequence[float], ijk_max: Sequence[float], axis: str = "axial"
-                ) -> SliceResult:
+    def add_box(self, obj: ObjectId, ijk_min: Sequence[float], ijk_max: Sequence[float], axis: str = "axial",
+                center: int | None = None) -> SliceResult:
         """Box with corners at voxel centres ``ijk_min``..``ijk_max`` (inclusive). A box spanning several slices
-        along ``axis`` (3D) prompts its centre slice and bounds that object's propagation to its slice range.
+        along ``axis`` (3D) prompts one slice, ``center`` (a slice index along ``axis`` inside the range; default the
+        range's centre ``(lo + hi) // 2``), and bounds that object's propagation to its slice range. The CVPR
+        challenges' 3D box gives its 2D box on slice ``z_mid``: pass ``center=z_mid``.
         A new box on a slice replaces the previous box there."""
         axis = check_axis(axis)
         check_ijk_inside(ijk_min, self.shape_kji, "box min corner")
@@ -570,7 +572,10 @@ class SegmentationSession:
         lo, hi = sorted((int(round(a[0])), int(round(b[0]))))
         r0, r1 = sorted((a[1], b[1]))
         c0, c1 = sorted((a[2], b[2]))
-        ref = SliceRef(axis, (lo + hi) // 2)
+        if center is not None and not lo <= int(center) <= hi:
+            raise InputError(f"box centre slice {center} is outside the box's {axis} slices {lo}..{hi}",
+                             hint="give a centre slice inside the box, or none (the range's centre)")
+        ref = SliceRef(axis, (lo + hi) // 2 if center is None else int(center))
         o = self._obj(obj)
 
         def edit(sp: SlicePrompts) -> None:

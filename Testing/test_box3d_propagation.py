@@ -229,3 +229,35 @@ def test_cli_segment_picks_box3d_for_litemedsam(litemedsam_model, tmp_path, monk
     ks = np.flatnonzero(mask.any(axis=(1, 2)))
     assert ks.min() >= box.ijk_min[2] and ks.max() <= box.ijk_max[2]  # the 3D box range is a hard limit
     assert dice(mask, ref) >= 0.85
+
+
+def test_a_3d_box_can_prompt_the_slice_the_user_drew_it_on():
+    """CVPR boxes give the 2D box on slice z_mid, not always the range's centre: ``center=`` prompts that slice."""
+    from OncoSegLib.errors import InputError
+
+    a = ellipsoid(SHAPE, (20, 18, 11), (10, 8, 9))
+    s = _session(RegionPredictor(), [a])
+    o = s.add_object("a")
+    s.add_box(o, (8, 9, 7), (32, 27, 15), center=9)  # bounds k 7..15, prompts k 9 (centre would be 11)
+    m = s.result(o)
+    assert np.flatnonzero(m.any(axis=(1, 2))).tolist() == [9]
+    res = s.propagate(o, method="box3d")
+    assert sorted(res.processed) == [7, 8, 10, 11, 12, 13, 14, 15]
+    with pytest.raises(InputError, match="outside the box"):
+        s.add_box(o, (8, 9, 7), (32, 27, 15), center=16)
+
+
+def test_click_protocol_segmenter_gives_the_challenge_box_as_a_3d_box():
+    """``oncoseg evaluate interactive``: the box prompts z_mid, propagation (the model's default rule) stays in
+    z_min..z_max, so a second object beyond the range is not reached."""
+    from OncoSegLib.evaluation.click_protocol import Box3D as ChallengeBox, ClassPrompts
+    from OncoSegLib.evaluation.segmenters import SessionSegmenter
+
+    a = ellipsoid(SHAPE, (20, 18, 11), (10, 8, 9))  # k 2..20
+    vol = ct_volume([a], SHAPE)
+    seg = SessionSegmenter(RegionPredictor())
+    assert seg.method is None and seg.session.default_method == "box3d"
+    box = ChallengeBox(z_min=6, z_max=16, z_mid=10, x_min=9, y_min=10, x_max=31, y_max=26)
+    out = seg(vol, {1: ClassPrompts(label=1, box=box)}, None)
+    assert np.flatnonzero((out == 1).any(axis=(1, 2))).tolist() == list(range(6, 17))
+    assert dice(out[6:17] == 1, a[6:17]) > 0.95

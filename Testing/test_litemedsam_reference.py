@@ -8,8 +8,10 @@ reference label as the prompt.
 
 Each stage is compared on the reference's own input, so a failure names the stage:
 preprocessing (slice -> image256), encoder (image256 -> embedding), prompt encoder + mask decoder (embedding + prompt
--> logits, IoU), then end to end (slice + box -> mask). Encoders checked: the strictly loaded eager model, and the
-speed-optimised copies of :mod:`OncoSegLib.models.litemedsam.fast` (float32; float16 and bfloat16 at the mask level).
+-> logits, IoU), then end to end (slice + box -> mask). Encoders checked: the strictly loaded eager model, the
+speed-optimised copies of :mod:`OncoSegLib.models.litemedsam.fast` (float32; float16 and bfloat16 at the mask level)
+and the OpenVINO-compiled encoder of :mod:`OncoSegLib.models.litemedsam.openvino_encoder` (float32 like the others;
+bfloat16 at the mask level), each followed by the strictly loaded decoder.
 
 Tolerances (float32 paths), with what they rest on:
 - image256: 1e-6 abs. Both sides are one float32 bilinear interpolation of the same [0, 1] values.
@@ -94,14 +96,27 @@ def cases() -> dict[str, dict[str, np.ndarray]]:
     return {name: load_case(name) for name in CASES}
 
 
+class _EncoderThenDecoder:
+    """An encoder object (``.encode``) followed by the strictly loaded network's decoder."""
+
+    def __init__(self, encoder, net):
+        self.encode, self.decode = encoder.encode, net.decode
+
+
 @pytest.fixture(scope="module")
 def nets(litemedsam_model):
     """name -> network: the strictly loaded model and its optimised copies (fast.optimise leaves the original)."""
-    from OncoSegLib.models.litemedsam.fast import FastOptions, optimise
+    from validators import require_module
 
+    from OncoSegLib.models.litemedsam.fast import FastOptions, optimise
+    from OncoSegLib.models.litemedsam.openvino_encoder import build_openvino_encoder
+
+    require_module("openvino", "python3 -m pip install -c constraints.txt -e '.[test]'")
     net = litemedsam_model.net
     return {"eager": net, "fast": optimise(net), "fast_fp16": optimise(net, FastOptions(dtype=torch.float16)),
-            "fast_bf16": optimise(net, FastOptions(dtype=torch.bfloat16))}
+            "fast_bf16": optimise(net, FastOptions(dtype=torch.bfloat16)),
+            "openvino": _EncoderThenDecoder(build_openvino_encoder(net, "fp32"), net),
+            "openvino_bf16": _EncoderThenDecoder(build_openvino_encoder(net, "bf16"), net)}
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +171,7 @@ def test_preprocessing_reproduces_image256(litemedsam_model, ct_normalizer, case
 
 
 # ------------------------------------------------------------------ encoder
-@pytest.mark.parametrize("net_name", ["eager", "fast"])
+@pytest.mark.parametrize("net_name", ["eager", "fast", "openvino"])
 @pytest.mark.parametrize("name", CASES)
 def test_encoder_reproduces_embedding(embeddings, cases, name, net_name):
     case = cases[name]
@@ -206,7 +221,7 @@ def _end_to_end(nets, embeddings, case, name, net_name):
     return lr, iou, mask
 
 
-@pytest.mark.parametrize("net_name", ["eager", "fast", "fast_fp16"])
+@pytest.mark.parametrize("net_name", ["eager", "fast", "fast_fp16", "openvino"])
 @pytest.mark.parametrize("name", CASES)
 def test_end_to_end_mask(nets, embeddings, cases, name, net_name):
     """Reference image256 + box -> our mask on the slice (and, for float32, our logits and IoU)."""
@@ -220,12 +235,13 @@ def test_end_to_end_mask(nets, embeddings, cases, name, net_name):
         assert abs(float(iou[0, 0]) - float(case["iou"][0])) <= TOL_IOU_E2E
 
 
+@pytest.mark.parametrize("net_name", ["fast_bf16", "openvino_bf16"])
 @pytest.mark.parametrize("name", CASES)
-def test_end_to_end_mask_bf16_is_close_not_identical(nets, embeddings, cases, name):
+def test_end_to_end_mask_bf16_is_close_not_identical(nets, embeddings, cases, name, net_name):
     """bfloat16 (opt-in) moves boundary pixels: measured 5 and 6 pixels (Dice 0.999 liver, 0.987 kidney), so it is
     held to Dice >= 0.97 / 3 % of the pixels, not to the float32 criterion."""
     case = cases[name]
-    _, iou, mask = _end_to_end(nets, embeddings, case, name, "fast_bf16")
+    _, iou, mask = _end_to_end(nets, embeddings, case, name, net_name)
     assert dice(mask, case["mask"]) >= 0.97
     assert int((mask != case["mask"]).sum()) <= 0.03 * case["mask"].sum()
     assert abs(float(iou[0, 0]) - float(case["iou"][0])) <= 0.02

@@ -28,3 +28,16 @@ def require_tool(name: str) -> str:
             pytest.fail(f"required validator missing in CI: {msg}")
         pytest.skip(msg)
     return path
+
+
+def require_module(name: str, install: str) -> None:
+    """Import ``name`` or fail the test under CI (skip elsewhere) with the command that installs it."""
+    import importlib
+
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        msg = f"Python package {name} is not importable ({exc}): {install}"
+        if in_ci():
+            pytest.fail(f"required package missing in CI: {msg}")
+        pytest.skip(msg)

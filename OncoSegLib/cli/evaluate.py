@@ -49,7 +49,8 @@ def register(subparsers: Any) -> None:
     it.add_argument("--physical-spacing", action="store_true",
                     help="NSD with the npz spacing on the axes it describes (x->i, y->j, z->k) instead of the "
                          "challenge's as-stored order (leaderboard numbers)")
-    it.add_argument("--method", choices=("box", "centroid", "memory"), default="box", help="propagation method")
+    it.add_argument("--method", choices=("auto", "box", "centroid", "memory", "medsam", "box3d"), default="auto",
+                    help="propagation method (auto: the model's default, memory with a video tracker, else box3d)")
     it.set_defaults(func=run_interactive)
     op = sub.add_parser("one-prompt", parents=[common], help="one box/point per slice from the ground truth")
     op.add_argument("--dataset", action="append", required=True, metavar="KIND:PATH",
@@ -83,7 +84,7 @@ def run_interactive(args: argparse.Namespace) -> int:
     files = files[: args.max_cases] if args.max_cases else files
     cases = (read_challenge_case(f, (Path(args.gts) / f.name) if args.gts else None) for f in files)
     seg = SessionSegmenter(_bundle(args), modality=args.modality, window=tuple(args.window) if args.window else None,
-                           method=args.method)
+                           method=None if args.method == "auto" else args.method)
     if args.no_box and args.boxes_from_gt:
         raise InputError("--no-box and --boxes-from-gt exclude each other", "pass one of them")
     if args.clicks < 1:

@@ -80,12 +80,16 @@ class SessionSegmenter:
     """Click-protocol segmenter over a :class:`SegmentationSession` (see module docstring).
 
     Args:
-        model: a ``Sam3Bundle``; modality/window as ``SegmentationSession.set_volume``; ``method``: propagation
-            method ("box", "centroid" or "memory").
+        model: a ``Sam3Bundle`` or ``LiteMedSamPredictor``; modality/window as ``SegmentationSession.set_volume``;
+            ``method``: propagation method (one of ``OncoSegLib.propagation.METHODS``; None: the model's default,
+            ``SegmentationSession.default_method``: memory with a video tracker, else box3d).
+
+    The challenge's box is given as a 3D box: its 2D box prompts slice ``z_mid`` and the object's propagation is
+    bounded to ``z_min..z_max`` (the challenge's own statement of where the object is).
     """
 
     def __init__(self, model: Any, modality: str | None = None, window: tuple[float, float] | None = None,
-                 method: str = "box"):
+                 method: str | None = None):
         from OncoSegLib.session import SegmentationSession
 
         self.session = SegmentationSession(model)
@@ -110,7 +114,7 @@ class SessionSegmenter:
                 self._applied[label] = 0
                 if cp.box is not None:
                     b = cp.box
-                    ses.add_box(oid, (b.x_min, b.y_min, b.z_mid), (b.x_max, b.y_max, b.z_mid))
+                    ses.add_box(oid, (b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max), center=b.z_mid)
                     if image.shape_kji[0] > 1:
                         ses.propagate(oid, direction="both", method=self.method)
             oid = self._objects[label]

@@ -29,7 +29,7 @@ import torch
 
 from OncoSegLib.errors import InputError, ModelError
 from OncoSegLib.models.litemedsam import preprocess as pp
-from OncoSegLib.models.litemedsam.fast import optimise
+from OncoSegLib.models.litemedsam.fast import FastOptions, optimise
 from OncoSegLib.models.litemedsam.model import LiteMedSAM, convert_state_dict, load_strict
 from OncoSegLib.models.predictor import ImageEmbeddings, MaskPrediction
 
@@ -43,8 +43,14 @@ class LiteMedSamPredictor:
         net: a loaded :class:`LiteMedSAM` (eval mode).
         device: where it runs. name/source: what the user asked for (reports).
         antialias: antialiased resize when a slice is shrunk to 256 (see :mod:`.preprocess`).
-        fast: encode with :func:`.fast.optimise` (float32: folded BatchNorm, channels_last, fused attention);
-            False: the strictly loaded eager network ``net``.
+        encoder: what runs the image encoder (the decoder is always ``net``): ``"auto"`` (default: OpenVINO on a
+            CPU when it is installed, else ``"torch"``), ``"openvino"`` (:mod:`.openvino_encoder`; an error when it
+            cannot run), ``"torch"`` (:func:`.fast.optimise`: folded BatchNorm, channels_last, fused attention) or
+            ``"eager"`` (the strictly loaded network itself). ``None``: ``$ONCOSEG_ENCODER`` or ``"auto"``.
+        precision: ``"fp32"`` (default; every encoder gives the eager embedding to ~4e-6) or ``"bf16"`` (opt-in,
+            faster on AMX / AVX512-BF16 CPUs, masks move by boundary pixels). ``None``: ``$ONCOSEG_ENCODER_PRECISION``
+            or ``"fp32"``.
+        cache_dir: where the OpenVINO encoder caches its converted model (None: convert in memory each time).
     """
 
     has_text = False
@@ -58,11 +64,15 @@ class LiteMedSamPredictor:
 
     def __init__(self, net: LiteMedSAM, device: str | torch.device = "cpu", name: str = "litemedsam",
                  source: str = "litemedsam", modalities: Sequence[str] = (), antialias: bool = True,
-                 info: dict[str, Any] | None = None, fast: bool = True):
+                 info: dict[str, Any] | None = None, encoder: str | None = None, precision: str | None = None,
+                 cache_dir: str | Path | None = None):
         self.net = net.eval()
-        # speed path for the encoder (same maths up to float32 rounding; fast.py, benchmarks/lite.py); net kept as is
-        self.encoder_net = optimise(self.net) if fast else self.net
         self.device = torch.device(device)
+        self.cache_dir = cache_dir
+        self.encoder_choice = choose(encoder, ENCODERS, "ONCOSEG_ENCODER", "auto")
+        self.precision = choose(precision, ("fp32", "bf16"), "ONCOSEG_ENCODER_PRECISION", "fp32")
+        # speed path for the encoder (same maths up to float32 rounding unless bf16); net itself is kept as is
+        self.encoder_net, self.encoder_name = self._build_encoder()
         self.name = name
         self.source = source
         self.modalities = list(modalities)
@@ -74,10 +84,34 @@ class LiteMedSamPredictor:
         return self
 
     def to(self, device: str | torch.device) -> "LiteMedSamPredictor":
+        moved = torch.device(device) != self.device
         self.device = torch.device(device)
         self.net.to(self.device)
-        self.encoder_net.to(self.device)
+        if moved:  # OpenVINO runs on the CPU only: pick again for the new device
+            self.encoder_net, self.encoder_name = self._build_encoder()
         return self
+
+    def _build_encoder(self) -> tuple[Any, str]:
+        """(object with ``.encode``, description) for :attr:`encoder_choice` on :attr:`device` (see the class doc)."""
+        from OncoSegLib.models.litemedsam import openvino_encoder as ove
+
+        choice, dtype = self.encoder_choice, {"fp32": torch.float32, "bf16": torch.bfloat16}[self.precision]
+        if choice == "eager":
+            if self.precision != "fp32":
+                raise ModelError("encoder='eager' runs float32 only", "use encoder='torch' for bf16")
+            return self.net, "torch eager fp32"
+        cpu = self.device.type == "cpu"
+        if choice == "openvino" and not cpu:
+            raise ModelError(f"the OpenVINO encoder runs on the CPU, not {self.device}", "use encoder='torch'")
+        if choice == "openvino" or (choice == "auto" and cpu and ove.openvino_version() is not None):
+            try:
+                enc = ove.build_openvino_encoder(self.net, self.precision, self.cache_dir)
+                return enc, enc.name
+            except ModelError as exc:
+                if choice == "openvino":
+                    raise
+                log.warning("OpenVINO encoder unavailable (%s); using the PyTorch encoder", exc)
+        return optimise(self.net, FastOptions(dtype=dtype)), f"torch fast {self.precision}"
 
     # ------------------------------------------------------------------ geometry
     def prepare(self, slice_raw: np.ndarray, normalizer: Any) -> torch.Tensor:
@@ -149,6 +183,20 @@ class LiteMedSamPredictor:
         raise no_text_error()
 
 
+ENCODERS = ("auto", "openvino", "torch", "eager")
+
+
+def choose(value: str | None, allowed: Sequence[str], env: str, default: str) -> str:
+    """``value``, else ``$env``, else ``default``; a ModelError naming the allowed values otherwise."""
+    import os
+
+    got = value if value is not None else (os.environ.get(env) or default)
+    if got not in allowed:
+        source = "" if value is not None else f" (from ${env})"
+        raise ModelError(f"unknown LiteMedSAM encoder setting {got!r}{source}", f"use one of {', '.join(allowed)}")
+    return got
+
+
 def no_text_error() -> ModelError:
     """The error for a text prompt on LiteMedSAM, naming the registry models with a text detector."""
     from OncoSegLib.models.registry import no_text_encoder_error
@@ -157,10 +205,14 @@ def no_text_error() -> ModelError:
 
 
 def load_litemedsam(path: str | Path | None = None, device: str | torch.device = "cpu", name: str = "litemedsam",
-                    source: str | None = None, modalities: Sequence[str] = (), download: bool | None = None
-                    ) -> LiteMedSamPredictor:
+                    source: str | None = None, modalities: Sequence[str] = (), download: bool | None = None,
+                    encoder: str | None = None, precision: str | None = None) -> LiteMedSamPredictor:
     """A :class:`LiteMedSamPredictor` from the model store (``path`` = a store folder; default: the registry's,
-    fetched on first use unless offline, see :mod:`.weights`). Every tensor is accounted for (strict load)."""
+    fetched on first use unless offline, see :mod:`.weights`). Every tensor is accounted for (strict load).
+    ``encoder`` / ``precision``: see :class:`LiteMedSamPredictor`; the OpenVINO encoder caches its converted model
+    in ``<store>/openvino`` when the store is writable."""
+    from OncoSegLib.models.litemedsam.openvino_encoder import default_cache_dir
+
     from OncoSegLib.models.device import pick_device
     from OncoSegLib.models.litemedsam import weights
 
@@ -170,4 +222,5 @@ def load_litemedsam(path: str | Path | None = None, device: str | torch.device =
     dev = pick_device(device)
     net.to(dev).eval()
     return LiteMedSamPredictor(net, dev, name=name, source=source or str(folder), modalities=modalities,
-                               info={"store": str(folder)})
+                               info={"store": str(folder)}, encoder=encoder, precision=precision,
+                               cache_dir=default_cache_dir(folder))
