@@ -117,19 +117,20 @@ PROMPT_NOTE = ("prompts are 3D boxes taken from the reference label map (each or
                "its slice range, the CVPR challenge's box), as a user would draw them")
 
 
-def box3d_from_mask(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-    """A user's 3D box around ``mask`` (K, J, I): voxel IJK corners (inclusive), or None when empty.
+def box3d_from_mask(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int], int] | None:
+    """A user's 3D box around ``mask`` (K, J, I): voxel IJK corners (inclusive) and the slice k its 2D box was drawn
+    on, or None when empty.
 
     The CVPR challenge's box (``get_boxes.py`` without its random enlargement): the 2D box of the middle slice
-    holding the structure, plus the structure's slice range — what a 3D box in a prompts file means. The session
-    prompts the middle slice and propagates over the range.
+    holding the structure (``z_mid``), plus the structure's slice range — what a 3D box in a prompts file means. The
+    session prompts slice ``z_mid`` (``add_box(..., center=)``) and propagates over the range.
     """
     from OncoSegLib.evaluation.click_protocol import box_from_mask
 
     if not mask.any():
         return None
     b = box_from_mask(mask)
-    return (b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max)
+    return (b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max), b.z_mid
 
 
 def _load_real_model(model: str | Path | None, device: str) -> Any:
@@ -204,7 +205,7 @@ def _real_demo(out: Path, final: Path, model: str | Path | None, method: str | N
             continue
         t_obj = time.perf_counter()
         oid = session.add_object(name)
-        session.add_box(oid, box[0], box[1])
+        session.add_box(oid, box[0], box[1], center=box[2])
         session.propagate(oid, direction="both", **({"method": method} if method else {}))
         oids[name], label_of[name] = oid, n
         structures[name] = {"label": n, "reference_label": ref_label,

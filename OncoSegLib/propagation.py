@@ -306,8 +306,10 @@ class Box3DStepper:
        kept empty and the next slice is prompted from the last non-empty mask's box again. The in-plane extent is
        NOT a limit by default: a prompts-file / CVPR-style 3D box is the middle slice's 2D box plus the slice range,
        and organs are wider on other slices. Measured on the real CT with CVPR-style boxes (mean 3D Dice over 16
-       structures, LiteMedSAM): cutting masks to that extent gave 0.651 (aorta 0.632, stomach 0.498), not cutting
-       0.705, against MedSAM's 0.643. ``Box3DRule(clamp_in_plane=True)`` restores the cut for a box known to be the
+       structures, LiteMedSAM, the 2D box then given one slice below its own on some structures): cutting masks to
+       that extent gave 0.651 (aorta 0.632, stomach 0.498), not cutting 0.705, against MedSAM's 0.643; with the box
+       on its own slice, not cutting: 0.707 against 0.682 (docs/engine.md, where the goal of +0.05 is recorded as
+       not met). ``Box3DRule(clamp_in_plane=True)`` restores the cut for a box known to be the
        object's tight 3D extent (masks cut to it + 0.5 pixel; boxes clipped to it grown by the margin rule).
     3. **Agreement guard.** Each slice is also decoded with MedSAM's tight box. When the two masks disagree
        (Dice < 0.9), the wider box's boundary came from the box, not from the image — it reached a neighbour (the

@@ -779,9 +779,10 @@ class SegmentationSession:
             boxes = {r.index: sp.box for r, sp in (o.prompts.items() if o is not None else ())
                      if r.axis == axis and sp.box is not None}
             limit = None
-            if o is not None and axis in o.bounds:  # a 3D box: its 2D box sits on the middle of its range
-                lo, hi = o.bounds[axis]
-                limit = boxes.get((lo + hi) // 2)
+            if o is not None and axis in o.bounds:  # a 3D box: its 2D box sits on a slice of its range
+                lo, hi = o.bounds[axis]  # (the centre by default, add_box(center=) elsewhere; nearest one if several)
+                inside = sorted((abs(2 * k - lo - hi), k) for k in boxes if lo <= k <= hi)
+                limit = boxes[inside[0][1]] if inside else None
             sr, sc = self._slice_px_per_model_px(axis)
             rule = self.box3d_rule
             return Box3DStepper(decode, boxes, limit, (rule.shift_model_px * sr, rule.shift_model_px * sc), rule)

@@ -79,6 +79,10 @@ def test_an_empty_slice_inside_the_3d_box_does_not_end_the_chain(method):
     m = s.result(o)
     assert res.processed == [12, 13, 14, 15] and res.stopped == {(o, 11, 1): "end"}
     assert not m[13].any() and dice(m[14:16], a[14:16]) > 0.97
+    o3 = s.add_object("3D box drawn on slice 10")  # the 2D box on another slice than the centre: still a 3D box
+    s.add_box(o3, (8, 9, 7), (32, 27, 15), center=10)
+    res3 = s.propagate(o3, method=method, direction="forward")
+    assert res3.processed == [11, 12, 13, 14, 15] and res3.stopped == {(o3, 10, 1): "end"}
     o2 = s.add_object("2D box")
     s.add_box(o2, (8, 9, 11), (32, 27, 11))
     res2 = s.propagate(o2, method="box3d", direction="forward")

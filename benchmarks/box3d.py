@@ -3,7 +3,7 @@ phantoms, through the public session API.
 
 Prompts (``--box cvpr``, the default): the CVPR challenge's 3D box of each structure, taken from the reference label
 map as ``get_boxes.py`` makes it (without its random enlargement; ``OncoSegLib.evaluation.click_protocol.box_from_mask``):
-the 2D box of the middle slice holding the structure plus its slice range — what a 3D box in a prompts file means.
+the 2D box of the middle slice holding the structure (``z_mid``, which the session prompts) plus its slice range.
 ``--box tight``: the tight 3D bounding box of the largest 26-connected component instead (an easier prompt: its
 in-plane extent covers every slice). :meth:`SegmentationSession.add_box` prompts the box's middle slice
 ``(lo + hi) // 2`` and bounds propagation to the range. Dice is against the structure's whole reference mask.
@@ -46,6 +46,7 @@ class Box3D:
 
     ijk_min: tuple[int, int, int]
     ijk_max: tuple[int, int, int]
+    center: int | None = None  # the slice k the 2D box was drawn on (None: the range's centre)
 
 
 def box_from_reference(mask_kji: np.ndarray) -> Box3D:
@@ -64,7 +65,7 @@ def cvpr_box(mask_kji: np.ndarray) -> Box3D:
     from OncoSegLib.evaluation.click_protocol import box_from_mask
 
     b = box_from_mask(mask_kji)
-    return Box3D((b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max))
+    return Box3D((b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max), b.z_mid)
 
 
 BOXES: dict[str, Callable[[np.ndarray], Box3D]] = {"cvpr": cvpr_box, "tight": box_from_reference}
@@ -97,7 +98,7 @@ def run_case(session: Any, volume: Any, labels: np.ndarray, structures: dict[int
         out[name] = {}
         for method in methods:
             oid = session.add_object(f"{name} {method}")
-            session.add_box(oid, b3.ijk_min, b3.ijk_max)
+            session.add_box(oid, b3.ijk_min, b3.ijk_max, center=b3.center)
             t = time.perf_counter()
             session.propagate(oid, method=method)
             secs[method] += time.perf_counter() - t

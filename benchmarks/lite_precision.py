@@ -49,17 +49,17 @@ def per_slice_masks(pred, vol, seg: np.ndarray, label: int, normalizer, emb_cach
     return out
 
 
-def propagated(pred, vol, seg: np.ndarray, label: int) -> np.ndarray:
+def propagated(session, seg: np.ndarray, label: int) -> np.ndarray:
+    """(K, J, I) mask of ``label`` propagated from its CVPR-style 3D box with the session's default rule."""
     from OncoSegLib.evaluation.click_protocol import box_from_mask
-    from OncoSegLib.session import SegmentationSession
 
-    session = SegmentationSession(pred, cache_mb=1024)
-    session.set_volume(vol, modality="ct")
     b = box_from_mask(seg == label)
     oid = session.add_object(str(label))
-    session.add_box(oid, (b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max))
+    session.add_box(oid, (b.x_min, b.y_min, b.z_min), (b.x_max, b.y_max, b.z_max), center=b.z_mid)
     session.propagate(oid)
-    return session.result(oid)
+    out = session.result(oid)
+    session.remove_object(oid)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     labels = [lab for lab in REAL_CT_STRUCTURES if (seg == lab).any()]
 
     def run(pred) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        from OncoSegLib.session import SegmentationSession
+
+        session = SegmentationSession(pred, cache_mb=1024)  # one session: every slice encoded once per encoder
+        session.set_volume(vol, modality="ct")
         cache: dict = {}
-        return {lab: (per_slice_masks(pred, vol, seg, lab, normalizer, cache), propagated(pred, vol, seg, lab))
+        return {lab: (per_slice_masks(pred, vol, seg, lab, normalizer, cache), propagated(session, seg, lab))
                 for lab in labels}
 
     t = time.perf_counter()
