@@ -101,10 +101,29 @@ def test_box3d_is_the_default_for_a_model_without_a_video_tracker():
     assert s._obj(o).last_propagation["method"] == "box3d"
 
 
-def test_box3d_does_not_drift_smaller_where_medsam_does():
-    """A model that answers 3 model pixels inside the box it gets: MedSAM's 3-pixel shift only just holds the size,
-    any less and the chain shrinks slice by slice; box3d's margin (10% of the side) keeps the object."""
-    a = ellipsoid(SHAPE, (26, 20, 11), (16, 12, 13))  # k 0..23 (cut by the volume), large in-plane
+def test_box3d_follows_an_organ_that_grows_faster_than_medsams_shift():
+    """A disc whose radius grows 2.5 pixels per slice (18 -> 40.5) from the prompted slice, a model input of 256
+    pixels for a 96-pixel slice: MedSAM's box (previous mask + 3 model pixels = 1.1 slice pixels) cannot keep up and
+    cuts it slice after slice; box3d sees the mask touch its box, grows those sides (each growth changes the mask
+    by less than the 0.9-Dice neighbour guard) and follows: the spleen's failure on the real CT, made exact."""
+    shape = (12, 96, 96)
+    kk, jj, ii = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
+    radius = 18 + 2.5 * (kk - 1)
+    a = ((jj - 48) ** 2 + (ii - 48) ** 2 <= radius ** 2) & (kk >= 1) & (kk <= 10)
+    scores = {}
+    for method in ("medsam", "box3d"):
+        s = _session(RegionPredictor(image_size=256), [a], shape)
+        o = s.add_object("a")
+        s.add_box(o, (30, 30, 1), (66, 66, 10), center=1)  # the 2D box of slice 1, range 1..10
+        s.propagate(o, method=method)
+        scores[method] = dice(s.result(o), a)
+    assert scores["box3d"] > 0.98 and scores["medsam"] < 0.9, scores
+
+
+def test_box3d_keeps_the_tight_mask_of_a_model_that_answers_inside_its_box():
+    """A model that answers 4 model pixels inside any box it gets never touches the box, so box3d behaves as
+    MedSAM's rule: both shrink slice after slice (a known limit of a touch rule; LiteMedSAM reaches its box)."""
+    a = ellipsoid(SHAPE, (26, 20, 11), (16, 12, 13))
     scores = {}
     for method in ("medsam", "box3d"):
         s = _session(ShrinkingPredictor(inset=4.0), [a])
@@ -112,7 +131,7 @@ def test_box3d_does_not_drift_smaller_where_medsam_does():
         s.add_box(o, (9, 7, 0), (43, 33, 23))
         s.propagate(o, method=method)
         scores[method] = dice(s.result(o), a)
-    assert scores["box3d"] > 0.85 and scores["box3d"] > scores["medsam"] + 0.2, scores
+    assert abs(scores["box3d"] - scores["medsam"]) < 1e-9 and scores["box3d"] < 0.85, scores
 
 
 def test_box3d_stays_inside_a_tight_3d_box_where_a_neighbour_touches():
@@ -200,12 +219,12 @@ def real_ct_dice(litemedsam_model):
 
 
 def test_real_ct_box3d_beats_medsam(real_ct_dice):
-    """box3d is better than MedSAM's rule on average on the real CT (measured 0.707 vs 0.682) and no structure is much
-    worse. The issue's goal of +0.05 is NOT met since the CVPR box is given on its own slice (docs/engine.md, "3D
-    from one box"): this test holds what is measured, not that goal."""
+    """box3d is better than MedSAM's rule on average on the real CT (measured +0.035) and no structure is much
+    worse (without its neighbour guard one loses 0.21). The issue's goal of +0.05 is NOT met since the CVPR box is
+    given on its own slice (docs/engine.md, "3D from one box"): this test holds what is measured, not that goal."""
     mean = {m: float(np.mean([row[m] for row in real_ct_dice.values()])) for m in ("medsam", "box3d")}
     assert len(real_ct_dice) == len(bench.REAL_CT_STRUCTURES)
-    assert mean["box3d"] >= mean["medsam"] + 0.015, mean  # measured +0.025
+    assert mean["box3d"] >= mean["medsam"] + 0.025, mean  # measured +0.035
     worst = min(row["box3d"] - row["medsam"] for row in real_ct_dice.values())
     assert worst >= -0.05, real_ct_dice  # and no structure much worse
     for organ, floor in FLOORS.items():

@@ -30,6 +30,7 @@ import logging
 import re
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,10 @@ def _export_model(net: LiteMedSAM) -> Any:
     from OncoSegLib.models.litemedsam.fast import FastOptions, optimise
 
     plain = optimise(net.to("cpu"), FastOptions(channels_last=False, fused_attention=False, fused_gelu=False))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch.export's own deprecation notice (LeafSpec) is not the user's business: keep it off their screen
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*|copyreg")
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
         program = torch.export.export(plain.image_encoder.eval(), (_parity_input(),))
         return ov.convert_model(program)
 
