@@ -121,8 +121,9 @@ def test_box3d_follows_an_organ_that_grows_faster_than_medsams_shift():
 
 
 def test_box3d_keeps_the_tight_mask_of_a_model_that_answers_inside_its_box():
-    """A model that answers 4 model pixels inside any box it gets never touches the box, so box3d behaves as
-    MedSAM's rule: both shrink slice after slice (a known limit of a touch rule; LiteMedSAM reaches its box)."""
+    """A model that answers 4 model pixels inside any box it gets never touches the box, so box3d's growth never
+    starts: both rules shrink slice after slice (a known limit of a touch rule; LiteMedSAM reaches its box). box3d
+    starts one box larger (the user's box seeds the chain) and so ends a little ahead."""
     a = ellipsoid(SHAPE, (26, 20, 11), (16, 12, 13))
     scores = {}
     for method in ("medsam", "box3d"):
@@ -131,7 +132,7 @@ def test_box3d_keeps_the_tight_mask_of_a_model_that_answers_inside_its_box():
         s.add_box(o, (9, 7, 0), (43, 33, 23))
         s.propagate(o, method=method)
         scores[method] = dice(s.result(o), a)
-    assert abs(scores["box3d"] - scores["medsam"]) < 1e-9 and scores["box3d"] < 0.85, scores
+    assert scores["medsam"] < scores["box3d"] < 0.85, scores  # measured 0.728 / 0.812
 
 
 def test_box3d_stays_inside_a_tight_3d_box_where_a_neighbour_touches():
@@ -219,12 +220,12 @@ def real_ct_dice(litemedsam_model):
 
 
 def test_real_ct_box3d_beats_medsam(real_ct_dice):
-    """box3d is better than MedSAM's rule on average on the real CT (measured +0.035) and no structure is much
-    worse (without its neighbour guard one loses 0.21). The issue's goal of +0.05 is NOT met since the CVPR box is
-    given on its own slice (docs/engine.md, "3D from one box"): this test holds what is measured, not that goal."""
+    """The issue's goal on the real CT: box3d's mean 3D Dice at least 0.05 above MedSAM's rule (measured +0.077) and
+    no structure worse by more than 0.05 (measured -0.014; without the neighbour guard one loses 0.21, without the
+    user's box seeding the chain the mean gain is +0.035)."""
     mean = {m: float(np.mean([row[m] for row in real_ct_dice.values()])) for m in ("medsam", "box3d")}
     assert len(real_ct_dice) == len(bench.REAL_CT_STRUCTURES)
-    assert mean["box3d"] >= mean["medsam"] + 0.025, mean  # measured +0.035
+    assert mean["box3d"] >= mean["medsam"] + 0.05, mean  # measured +0.077
     worst = min(row["box3d"] - row["medsam"] for row in real_ct_dice.values())
     assert worst >= -0.05, real_ct_dice  # and no structure much worse
     for organ, floor in FLOORS.items():
