@@ -35,17 +35,17 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
 
 
-def per_slice_masks(pred, vol, seg: np.ndarray, label: int, normalizer, emb_cache: dict) -> np.ndarray:
-    """(K, J, I) masks from the tight per-slice box of ``label`` on every slice holding it."""
+def per_slice_masks(session, seg: np.ndarray, label: int) -> np.ndarray:
+    """(K, J, I) masks from the tight per-slice box of ``label`` on every slice holding it (the session's cached
+    embeddings: each slice is encoded once per encoder, shared with the propagation)."""
+    pred = session.predictor
     out = np.zeros(seg.shape, bool)
     h, w = seg.shape[1:]
     for k in np.flatnonzero((seg == label).any(axis=(1, 2))):
-        if k not in emb_cache:
-            emb_cache[k] = pred.encode(pred.prepare(np.asarray(vol.array[k]), normalizer))
         rows, cols = np.nonzero(seg[k] == label)
         x0, y0 = pred.to_model_xy(rows.min(), cols.min(), (h, w))
         x1, y1 = pred.to_model_xy(rows.max(), cols.max(), (h, w))
-        out[k] = pred.predict(emb_cache[k], box=(x0, y0, x1, y1), out_hw=(h, w)).logits > 0
+        out[k] = pred.predict(session.embeddings("axial", int(k)), box=(x0, y0, x1, y1), out_hw=(h, w)).logits > 0
     return out
 
 
@@ -76,13 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from OncoSegLib.io.loader import load_volume
     from OncoSegLib.models.litemedsam.openvino_encoder import default_cache_dir
     from OncoSegLib.models.litemedsam.predictor import LiteMedSamPredictor, load_litemedsam
-    from OncoSegLib.preprocessing import fit_normalizer
 
     data = ROOT / "OncoSegLib" / "data" / "real_ct"
     vol = load_volume(str(data / "example_ct_sm.nii.gz"))
     seg = np.asarray(load_volume(str(data / "example_seg.nii.gz")).array).astype(np.int32)
     base = load_litemedsam(encoder="eager")
-    normalizer = fit_normalizer(vol, "ct", base.ct_window)
     labels = [lab for lab in REAL_CT_STRUCTURES if (seg == lab).any()]
 
     def run(pred) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -90,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
         session = SegmentationSession(pred, cache_mb=1024)  # one session: every slice encoded once per encoder
         session.set_volume(vol, modality="ct")
-        cache: dict = {}
-        return {lab: (per_slice_masks(pred, vol, seg, lab, normalizer, cache), propagated(session, seg, lab))
-                for lab in labels}
+        return {lab: (per_slice_masks(session, seg, lab), propagated(session, seg, lab)) for lab in labels}
 
     t = time.perf_counter()
     ref = run(base)

@@ -177,7 +177,8 @@ def build_openvino_encoder(net: LiteMedSAM, precision: str = "fp32", cache_dir: 
     import openvino as ov
 
     threads = int(threads or torch.get_num_threads())
-    key = f"ir{IR_LAYOUT}-ov{re.sub(r'[^0-9A-Za-z._-]+', '_', version)}-{tensor_digest(net)[:16]}"
+    digest = tensor_digest(net)
+    key = f"ir{IR_LAYOUT}-ov{re.sub(r'[^0-9A-Za-z._-]+', '_', version)}-{digest[:16]}"
     folder = Path(cache_dir) / key if cache_dir is not None else None
     model = _read_cache(folder) if folder is not None else None
     where = f"cache {folder}" if model is not None else "converted now"
@@ -191,7 +192,7 @@ def build_openvino_encoder(net: LiteMedSAM, precision: str = "fp32", cache_dir: 
         if folder is not None:
             try:
                 _write_cache(model, folder, {"layout": IR_LAYOUT, "openvino": version,
-                                             "encoder_sha256": tensor_digest(net)})
+                                             "encoder_sha256": digest})
                 where = f"converted now, cached in {folder}"
             except OSError as exc:  # read-only store: the next process converts again
                 log.info("OpenVINO encoder not cached (%s): %s", folder, exc)
